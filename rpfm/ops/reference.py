@@ -95,7 +95,7 @@ def attention_ref(q: Tensor, k: Tensor, v: Tensor, *, upcast: bool = False) -> T
     q, k, v = _maybe_upcast(upcast, q, k, v)
     scale = q.shape[-1] ** -0.5
     s = torch.einsum("bqhd,bkhd->bhqk", q * scale, k)   # (B, H, T, T)
-    p = s.float().softmax(dim=-1).to(v.dtype)
+    p = s.to(torch.promote_types(s.dtype, torch.float32)).softmax(dim=-1).to(v.dtype)  # softmax in >= fp32
     return torch.einsum("bhqk,bkhd->bqhd", p, v).to(dtype)
 
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up rpfm in ./.venv on a fresh machine: CPU torch pinned, runtime + dev dependencies, and the compiled
+# extension rpfm._C built against that torch. Idempotent: re-running only rebuilds what changed.
+#   PYTHON=python3.11 bash install.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=${RPFM_VENV:-.venv}
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# Pin torch for every pip call (isolated builds included): an unpinned requirement would pull a CUDA torch.
+echo "torch==${RPFM_TORCH_VERSION:-2.13.0}" > "$VENV/constraints.txt"
+export PIP_CONSTRAINT="$PWD/$VENV/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
+
+"$VENV/bin/pip" install -q "torch==${RPFM_TORCH_VERSION:-2.13.0}"
+# Build requirements must be present because the extension is built without isolation (against this torch).
+"$VENV/bin/pip" install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+"$VENV/bin/pip" install -q --no-build-isolation -e ".[dev]"
+"$VENV/bin/python" -c "import rpfm, rpfm._ext as e; print('rpfm', rpfm.__version__, '| rpfm._C:', 'built' if e.HAS_EXT else 'unavailable (' + e.EXT_REASON + ')')"

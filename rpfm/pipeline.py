@@ -1,0 +1,263 @@
+"""RPFMPipeline: source photo + target pose -> generated person image (diffusers conventions).
+
+A pipeline folder (``save_pretrained`` / ``from_pretrained``)::
+
+    config.json          {"model": RPFMConfig fields, "codec": {...}, "pose_encoder": "pose_encoder" | null,
+                          "source_encoder": "source_encoder" | null, "rpfm_version": ...}
+    model.safetensors    the RPFM weights (EMA weights for released models); never pickle
+    codec/               the latent codec (a diffusers AutoencoderKL folder, or a weight-free pixel codec)
+    pose_encoder/        DINOv2-B (transformers folder), when the model uses the global pose branch
+    source_encoder/      DINOv2-G, when the model uses the global source branch
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import config as config_mod
+from . import samplers
+from .codec import LatentCodec, load_codec
+from .features import GlobalFeatureExtractor, load_feature_extractor
+from .fileio import atomic_write_json, load_tensors, read_json, save_tensors
+from .flow import GuidedVelocity, check_guidance_scale
+from .images import to_image_tensor, to_output
+from .model import RPFM, Condition
+
+logger = logging.getLogger("rpfm")
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+SAMPLER_BACKENDS = ("auto", "graph", "eager")
+
+
+@dataclass
+class RPFMOutput:
+    """images: list of PIL images, (B, H, W, 3) float array in [0, 1], (B, 3, H, W) tensor in [0, 1], or the
+    latents for ``output_type="latent"``. nfe: velocity evaluations (a batched CFG call counts once).
+    backends: which implementation ran each op and the sampler, so timings are attributable."""
+
+    images: Any
+    nfe: int
+    backends: dict = field(default_factory=dict)
+
+
+class RPFMPipeline:
+    """Pose-guided person image synthesis with RPFM.
+
+    Example::
+
+        pipe = RPFMPipeline.from_pretrained("path/to/rpfm-b2").to("cuda", torch.bfloat16)
+        out = pipe(source_image, target_pose, num_steps=60, guidance_scale=1.1,
+                   generator=torch.Generator("cuda").manual_seed(0))
+        out.images[0].save("out.png")
+    """
+
+    def __init__(self, model: RPFM, codec: LatentCodec, pose_encoder: GlobalFeatureExtractor | None = None,
+                 source_encoder: GlobalFeatureExtractor | None = None):
+        cfg = model.config
+        if codec.latent_channels != cfg.latent_channels or codec.downsample != cfg.latent_downsample:
+            raise ValueError(f"codec: produces {codec.latent_channels}-channel latents at 1/{codec.downsample} "
+                             f"resolution but the model expects latent_channels={cfg.latent_channels}, "
+                             f"latent_downsample={cfg.latent_downsample}. Use the codec the model was trained with.")
+        for name, enc, needed, dim in (("pose_encoder", pose_encoder, "global_pose", cfg.pose_feature_dim),
+                                       ("source_encoder", source_encoder, "global_source", cfg.source_feature_dim)):
+            if needed in cfg.branches and enc is None:
+                raise ValueError(f"{name}: the model uses the {needed} branch and needs a feature extractor with "
+                                 f"{dim}-d tokens; got None.")
+            if enc is not None and enc.feature_dim != dim:
+                raise ValueError(f"{name}: gives {enc.feature_dim}-d tokens, the model expects {dim}.")
+        self.model = model.eval()
+        self.codec = codec.eval()
+        self.pose_encoder = pose_encoder.eval() if pose_encoder is not None else None
+        self.source_encoder = source_encoder.eval() if source_encoder is not None else None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> config_mod.RPFMConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pos_embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.pos_embed.dtype
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.model, self.codec, self.pose_encoder, self.source_encoder) if m is not None]
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "RPFMPipeline":
+        """Move every component (model, codec, feature extractors) to ``device`` and/or ``dtype``."""
+        if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(f"dtype: expected torch.float32, torch.float16 or torch.bfloat16, got {dtype}.")
+        for m in self._modules():
+            m.to(device=device, dtype=dtype)
+        self.model.reset_backends()
+        return self
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the pipeline folder (see the module docstring). Each file is written atomically."""
+        from . import __version__
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.codec.save_pretrained(path / "codec")
+        for name in ("pose_encoder", "source_encoder"):
+            enc = getattr(self, name)
+            if enc is not None:
+                enc.save_pretrained(path / name)
+        state = {k: v for k, v in self.model.state_dict().items()}
+        save_tensors(state, path / WEIGHTS_NAME, metadata={"format": "pt", "rpfm_version": __version__})
+        atomic_write_json(path / CONFIG_NAME, {
+            "_class_name": "RPFMPipeline", "rpfm_version": __version__,
+            "model": config_mod.to_dict(self.config), "codec": "codec",
+            "pose_encoder": "pose_encoder" if self.pose_encoder is not None else None,
+            "source_encoder": "source_encoder" if self.source_encoder is not None else None,
+        })
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, codec: LatentCodec | None = None,
+                        pose_encoder: GlobalFeatureExtractor | None = None,
+                        source_encoder: GlobalFeatureExtractor | None = None) -> "RPFMPipeline":
+        """Load a pipeline folder. Components passed explicitly replace the folder's (e.g. an SD-VAE kept
+        elsewhere). Weights are read with safetensors only."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"from_pretrained: no folder at '{path}'. Pass the folder written by "
+                                    f"save_pretrained() (it holds {CONFIG_NAME} and {WEIGHTS_NAME}).")
+        meta = read_json(path / CONFIG_NAME, "pipeline config")
+        if not isinstance(meta, dict) or "model" not in meta:
+            raise ValueError(f"pipeline config: '{path / CONFIG_NAME}' has no 'model' section; it is not an rpfm "
+                             f"pipeline folder.")
+        cfg = config_mod.from_dict(meta["model"])
+        model = RPFM(cfg)
+        load_model_weights(model, path / WEIGHTS_NAME)
+        if codec is None:
+            codec = load_codec(path / (meta.get("codec") or "codec"))
+        if pose_encoder is None and meta.get("pose_encoder"):
+            pose_encoder = load_feature_extractor(path / meta["pose_encoder"])
+        if source_encoder is None and meta.get("source_encoder"):
+            source_encoder = load_feature_extractor(path / meta["source_encoder"])
+        pipe = cls(model, codec, pose_encoder, source_encoder)
+        if device is not None or dtype is not None:
+            pipe.to(device, dtype)
+        return pipe
+
+    # ------------------------------------------------------------------ stages
+    @torch.no_grad()
+    def encode_condition(self, source_image: Any, target_pose: Any, *, resize: bool = False) -> Condition:
+        """Everything that depends only on (source, pose), computed once per sample (never per step):
+        VAE latents of the source and the rendered pose, DINOv2 tokens, and the aggregated vector y."""
+        cfg, dev, dt = self.config, self.device, self.dtype
+        src = to_image_tensor(source_image, name="source_image", size=cfg.image_size, value_range="[-1,1]",
+                              device=dev, dtype=dt, resize=resize)                   # (B, 3, H, W) in [-1, 1]
+        pose = to_image_tensor(target_pose, name="target_pose", size=cfg.image_size, value_range="[0,1]",
+                               device=dev, dtype=dt, resize=resize)                  # (B, 3, H, W) in [0, 1]
+        if src.shape[0] != pose.shape[0]:
+            raise ValueError(f"target_pose: batch size {pose.shape[0]} does not match source_image batch size "
+                             f"{src.shape[0]}. Pass one pose per source image (or a single one of each).")
+        z_s = self.codec.encode(src)                                                # (B, C, h, w)
+        z_p = self.codec.encode(pose * 2 - 1)                                       # pose latent from [-1, 1]
+        f_pose = self.pose_encoder(pose) if "global_pose" in cfg.branches else None          # (B, 257, 768)
+        f_src = self.source_encoder(src) if "global_source" in cfg.branches else None        # (B, 257, 1536)
+        return self.model.prepare_condition(z_s=z_s.to(dt), z_p=z_p.to(dt), f_pose=_opt(f_pose, dt),
+                                            f_src=_opt(f_src, dt))
+
+    def prepare_noise(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        """x1 ~ N(0, I): (B, C, h, w), drawn on the generator's device (CPU if none) so seeds agree across devices."""
+        cfg = self.config
+        shape = (batch_size, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32).to(
+            self.device, self.dtype)
+
+    # ------------------------------------------------------------------ call
+    @torch.no_grad()
+    def __call__(self, source_image: Any, target_pose: Any, *, num_steps: int = 60, guidance_scale: float = 1.1,
+                 solver: str = "euler", generator: torch.Generator | None = None, output_type: str = "pil",
+                 return_dict: bool = True, sampler_backend: str = "auto", resize: bool = False,
+                 atol: float = 1e-5, rtol: float = 1e-5) -> RPFMOutput | tuple:
+        """Generate the source person in the target pose.
+
+        Args:
+            source_image: the person photo: a PIL image, a path, an (H, W, 3) uint8/float array, a (3, H, W) or
+                (B, 3, H, W) tensor in [-1, 1], or a list of PIL images. Must be image_size x image_size unless
+                ``resize=True``.
+            target_pose: the rendered pose skeleton (RGB, values in [0, 1]; same accepted types), one per source.
+            num_steps: fixed solver steps (Euler: NFE = num_steps; Heun: 2 x). Ignored by dopri5.
+            guidance_scale: classifier-free guidance w >= 0; 1.0 skips the unconditional pass (paper: 1.1 at 256).
+            solver: "euler", "heun" or "dopri5" (adaptive, atol/rtol).
+            generator: a torch.Generator for reproducible noise.
+            output_type: "pil", "np", "pt" or "latent".
+            sampler_backend: "auto" (the C++ CUDA-graph sampler on CUDA for fixed-step solvers when built, else
+                eager), "graph" (require it) or "eager".
+
+        Returns:
+            :class:`RPFMOutput` (or ``(images,)`` when ``return_dict=False``).
+        """
+        num_steps = samplers.check_num_steps(num_steps)
+        guidance_scale = check_guidance_scale(guidance_scale)
+        samplers.check_solver(solver)
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type: unknown value {output_type!r}. Choose one of {list(OUTPUT_TYPES)}.")
+        if sampler_backend not in SAMPLER_BACKENDS:
+            raise ValueError(f"sampler_backend: unknown value {sampler_backend!r}. Choose one of "
+                             f"{list(SAMPLER_BACKENDS)}.")
+
+        cond = self.encode_condition(source_image, target_pose, resize=resize)
+        x1 = self.prepare_noise(cond.batch_size, generator)
+        x0, nfe, sampler_name = self._sample(cond, x1, num_steps=num_steps, guidance_scale=guidance_scale,
+                                             solver=solver, sampler_backend=sampler_backend, atol=atol, rtol=rtol)
+        if output_type == "latent":
+            images = x0
+        else:
+            images = to_output(self.codec.decode(x0.to(self.dtype)).float(), output_type)
+        backends = {**self.model.opset(self.device, self.dtype).names, "sampler": sampler_name}
+        if not return_dict:
+            return (images,)
+        return RPFMOutput(images=images, nfe=nfe, backends=backends)
+
+    def _sample(self, cond: Condition, x1: Tensor, *, num_steps: int, guidance_scale: float, solver: str,
+                sampler_backend: str, atol: float, rtol: float) -> tuple[Tensor, int, str]:
+        if sampler_backend == "graph":
+            raise RuntimeError("sampler_backend='graph': the CUDA-graph sampler is not available in this build "
+                               "(rpfm._C without the graph integrator). Use sampler_backend='eager'.")
+        f = GuidedVelocity(self.model, cond, guidance_scale)
+        result = samplers.sample(f, x1, solver=solver, num_steps=num_steps, atol=atol, rtol=rtol)
+        return result.x0, result.nfe, f"eager-{solver}"
+
+
+def load_model_weights(model: RPFM, path: Path) -> None:
+    """Load safetensors weights into ``model``, refusing any mismatch with a list of what differs."""
+    state = load_tensors(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(f"{k}: file {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
+                   for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        def head(items: list[str]) -> str:
+            return ", ".join(items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
+
+        parts = [f"missing keys: {head(missing)}" if missing else "",
+                 f"unexpected keys: {head(unexpected)}" if unexpected else "",
+                 f"shape mismatches: {head(wrong)}" if wrong else ""]
+        raise ValueError(f"weights: '{path}' does not match the folder's config.json ("
+                         + "; ".join(p for p in parts if p) + "). The config and the weights come from different "
+                         "models: re-save with save_pretrained().")
+    model.load_state_dict(state, strict=True)
+
+
+def _opt(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)

@@ -25,7 +25,9 @@ from . import samplers
 from .codec import LatentCodec, load_codec
 from .features import GlobalFeatureExtractor, load_feature_extractor
 from .fileio import atomic_write_json, load_tensors, read_json, save_tensors
+from . import _ext
 from .flow import GuidedVelocity, check_guidance_scale
+from .graph_sampler import GraphSamplerCache
 from .images import to_image_tensor, to_output
 from .model import RPFM, Condition
 
@@ -35,6 +37,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 SAMPLER_BACKENDS = ("auto", "graph", "eager")
+GRAPH_SOLVERS = ("euler", "heun")
 
 
 @dataclass
@@ -77,6 +80,7 @@ class RPFMPipeline:
         self.codec = codec.eval()
         self.pose_encoder = pose_encoder.eval() if pose_encoder is not None else None
         self.source_encoder = source_encoder.eval() if source_encoder is not None else None
+        self._graphs = GraphSamplerCache()   # captured samplers per shape; rebuilt when weights move
 
     # ------------------------------------------------------------------ properties
     @property
@@ -101,6 +105,7 @@ class RPFMPipeline:
         for m in self._modules():
             m.to(device=device, dtype=dtype)
         self.model.reset_backends()
+        self._graphs.clear()
         return self
 
     # ------------------------------------------------------------------ save / load
@@ -228,11 +233,31 @@ class RPFMPipeline:
             return (images,)
         return RPFMOutput(images=images, nfe=nfe, backends=backends)
 
+    def _graph_unavailable(self, solver: str) -> str | None:
+        """Why the graph sampler cannot serve this call (None if it can)."""
+        if solver not in GRAPH_SOLVERS:
+            return f"solver={solver!r} is adaptive; the graph sampler runs fixed-step {list(GRAPH_SOLVERS)} only"
+        if not _ext.HAS_EXT:
+            return _ext.EXT_REASON
+        if self.device.type == "cuda" and not _ext.has_cuda():
+            return "rpfm._C was built without CUDA; rebuild it on a machine with nvcc and a CUDA torch"
+        return None
+
     def _sample(self, cond: Condition, x1: Tensor, *, num_steps: int, guidance_scale: float, solver: str,
                 sampler_backend: str, atol: float, rtol: float) -> tuple[Tensor, int, str]:
-        if sampler_backend == "graph":
-            raise RuntimeError("sampler_backend='graph': the CUDA-graph sampler is not available in this build "
-                               "(rpfm._C without the graph integrator). Use sampler_backend='eager'.")
+        why_not = self._graph_unavailable(solver)
+        if sampler_backend == "graph" and why_not:
+            raise RuntimeError(f"sampler_backend='graph' is unavailable: {why_not}. Use sampler_backend='eager' "
+                               f"(or 'auto', which falls back by itself).")
+        use_graph = sampler_backend == "graph" or (sampler_backend == "auto" and why_not is None
+                                                   and self.device.type == "cuda")
+        if use_graph:
+            sampler = self._graphs.get(self.model, cond, x1, num_steps=num_steps, guided=guidance_scale != 1.0,
+                                       solver=solver)
+            kind = "cuda-graph" if self.device.type == "cuda" else "cpp-loop"
+            return sampler(cond, x1, guidance_scale), sampler.nfe, f"{kind}-{solver}"
+        if sampler_backend == "auto" and why_not and self.device.type == "cuda" and solver in GRAPH_SOLVERS:
+            _log_fallback_once(why_not)
         f = GuidedVelocity(self.model, cond, guidance_scale)
         result = samplers.sample(f, x1, solver=solver, num_steps=num_steps, atol=atol, rtol=rtol)
         return result.x0, result.nfe, f"eager-{solver}"
@@ -257,6 +282,15 @@ def load_model_weights(model: RPFM, path: Path) -> None:
                          + "; ".join(p for p in parts if p) + "). The config and the weights come from different "
                          "models: re-save with save_pretrained().")
     model.load_state_dict(state, strict=True)
+
+
+_logged: set[str] = set()
+
+
+def _log_fallback_once(reason: str) -> None:
+    if reason not in _logged:
+        _logged.add(reason)
+        logger.warning("rpfm: CUDA-graph sampler unavailable (%s); sampling with the eager loop.", reason)
 
 
 def _opt(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:

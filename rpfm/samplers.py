@@ -30,8 +30,9 @@ class SampleResult:
 
 def time_grid(num_steps: int, *, device=None) -> Tensor:
     """The uniform fixed-step grid from 1 to 0: (num_steps + 1,) fp32."""
-    check_num_steps(num_steps)
-    return torch.linspace(1.0, 0.0, num_steps + 1, device=device, dtype=torch.float32)
+    n = check_num_steps(num_steps)
+    t = 1.0 - torch.arange(n + 1, dtype=torch.float64) / n          # exact endpoints, rounded once to fp32
+    return t.to(device=device, dtype=torch.float32)
 
 
 def check_num_steps(num_steps: int) -> int:

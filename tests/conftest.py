@@ -9,6 +9,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Triton reads TRITON_INTERPRET when it is first imported; set it before anything does, so the kernel parity tests
+# run on CPU tensors through the interpreter (fp32/fp16 only: it computes bf16 wrongly).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from rpfm.config import tiny_config  # noqa: E402
 from rpfm.model import RPFM  # noqa: E402
 

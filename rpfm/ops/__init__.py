@@ -12,6 +12,7 @@ import torch
 
 from . import attention as _attention  # noqa: F401  (registers the attention backends)
 from . import eager as _eager  # noqa: F401  (registers the eager reference backends)
+from . import ext as _ext  # noqa: F401  (registers the rpfm._C backends; probes lazily)
 from . import reference
 from .registry import backends, register, report, resolve, use_backend
 

@@ -1,0 +1,114 @@
+"""The pipeline's sampler selection: graph (C++) vs eager parity, explicit requests, and stale-weight recapture."""
+import pytest
+import torch
+
+from rpfm import RPFMPipeline, _ext
+from rpfm.codec import PixelCodec
+from rpfm.demo import demo_config
+from rpfm.model import RPFM
+
+from .conftest import randomize
+
+needs_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"rpfm._C unavailable: {_ext.EXT_REASON}")
+needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and _ext.HAS_EXT and _ext.has_cuda()),
+                                    reason="needs a CUDA device and rpfm._C built with CUDA")
+
+
+def _pipe(device="cpu", dtype=torch.float32) -> RPFMPipeline:
+    return RPFMPipeline(randomize(RPFM(demo_config()), std=0.03), PixelCodec(downsample=4)).to(device, dtype)
+
+
+def _inputs(batch, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ((torch.rand(batch, 3, 64, 64, generator=g) * 2 - 1).to(device),
+            torch.rand(batch, 3, 64, 64, generator=g).to(device))
+
+
+@needs_ext
+@pytest.mark.ext
+@pytest.mark.parametrize("solver, guidance", [("euler", 1.1), ("euler", 1.0), ("heun", 1.5)])
+def test_cpp_loop_matches_eager_on_cpu(solver, guidance):
+    pipe = _pipe()
+    src, pose = _inputs(2)
+    kw = dict(num_steps=4, guidance_scale=guidance, solver=solver, output_type="latent")
+    eager = pipe(src, pose, sampler_backend="eager", generator=torch.Generator().manual_seed(0), **kw)
+    graph = pipe(src, pose, sampler_backend="graph", generator=torch.Generator().manual_seed(0), **kw)
+    assert graph.backends["sampler"] == f"cpp-loop-{solver}" and eager.backends["sampler"] == f"eager-{solver}"
+    assert graph.nfe == eager.nfe
+    torch.testing.assert_close(graph.images, eager.images, rtol=1e-5, atol=1e-5)
+
+
+@needs_ext
+@pytest.mark.ext
+def test_guidance_change_and_new_inputs_reuse_the_sampler():
+    pipe = _pipe()
+    src, pose = _inputs(1)
+    src2, pose2 = _inputs(1, seed=5)
+    kw = dict(num_steps=3, output_type="latent", generator=torch.Generator().manual_seed(2))
+    pipe(src, pose, guidance_scale=1.2, sampler_backend="graph", **kw)
+    assert len(pipe._graphs._samplers) == 1
+    for w, s, p in [(1.6, src2, pose2), (1.2, src, pose)]:
+        got = pipe(s, p, guidance_scale=w, sampler_backend="graph", num_steps=3, output_type="latent",
+                   generator=torch.Generator().manual_seed(2)).images
+        ref = pipe(s, p, guidance_scale=w, sampler_backend="eager", num_steps=3, output_type="latent",
+                   generator=torch.Generator().manual_seed(2)).images
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert len(pipe._graphs._samplers) == 1       # same shape: no new sampler
+
+
+@needs_ext
+@pytest.mark.ext
+def test_replaced_weights_are_seen():
+    pipe = _pipe()
+    src, pose = _inputs(1)
+    kw = dict(num_steps=2, output_type="latent", sampler_backend="graph")
+    before = pipe(src, pose, generator=torch.Generator().manual_seed(0), **kw).images
+    with torch.no_grad():                           # in-place update: same storage
+        pipe.model.final_layer.linear.bias.add_(0.5)
+    inplace = pipe(src, pose, generator=torch.Generator().manual_seed(0), **kw).images
+    assert not torch.allclose(before, inplace)
+    pipe.model.final_layer.linear.bias = torch.nn.Parameter(torch.zeros_like(pipe.model.final_layer.linear.bias))
+    replaced = pipe(src, pose, generator=torch.Generator().manual_seed(0), **kw).images
+    eager = pipe(src, pose, generator=torch.Generator().manual_seed(0), num_steps=2, output_type="latent",
+                 sampler_backend="eager").images
+    torch.testing.assert_close(replaced, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_graph_refuses_adaptive_solver():
+    pipe = _pipe()
+    src, pose = _inputs(1)
+    with pytest.raises(RuntimeError, match="sampler_backend='graph' is unavailable: solver='dopri5' is adaptive"):
+        pipe(src, pose, solver="dopri5", sampler_backend="graph")
+
+
+def test_explicit_graph_without_extension_raises(monkeypatch):
+    monkeypatch.setattr(_ext, "HAS_EXT", False)
+    monkeypatch.setattr(_ext, "EXT_REASON", "rpfm._C is not built")
+    pipe = _pipe()
+    src, pose = _inputs(1)
+    with pytest.raises(RuntimeError, match="rpfm._C is not built.*sampler_backend='eager'"):
+        pipe(src, pose, num_steps=1, sampler_backend="graph")
+    assert pipe(src, pose, num_steps=1).backends["sampler"] == "eager-euler"   # auto falls back
+
+
+@needs_cuda_ext
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graph_pipeline_matches_eager(dtype):
+    pipe = _pipe("cuda", dtype)
+    src, pose = _inputs(2, "cuda")
+    kw = dict(num_steps=6, guidance_scale=1.1, output_type="latent")
+    graph = pipe(src, pose, generator=torch.Generator().manual_seed(0), **kw)
+    assert graph.backends["sampler"] == "cuda-graph-euler"
+    eager = pipe(src, pose, sampler_backend="eager", generator=torch.Generator().manual_seed(0), **kw)
+    with torch.no_grad():   # the fp32 truth for the k x eager rule
+        ref = _pipe("cuda", torch.float32)(src.float(), pose.float(), sampler_backend="eager",
+                                           generator=torch.Generator().manual_seed(0), **kw).images
+    if dtype == torch.float32:
+        torch.testing.assert_close(graph.images, eager.images, rtol=1e-5, atol=1e-5)
+    else:
+        err_graph = (graph.images.float() - ref).abs().max()
+        err_eager = (eager.images.float() - ref).abs().max()
+        assert err_graph <= 2 * err_eager + 1e-2, (err_graph, err_eager)
+    again = pipe(src, pose, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(graph.images, again.images)        # replays are bit-identical

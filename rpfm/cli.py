@@ -66,6 +66,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from . import config as config_mod
+    from .codec import load_codec
+    from .convert import load_foreign_model
+    from .features import load_feature_extractor
+    from .fileio import read_json
+    from .pipeline import RPFMPipeline
+
+    if args.config:
+        cfg = config_mod.from_dict(read_json(args.config, "--config"))
+    else:
+        cfg = config_mod.get_preset(args.preset)
+    model, report = load_foreign_model(args.checkpoint, cfg, source=args.source, which=args.weights)
+    pose = load_feature_extractor(args.pose_encoder) if args.pose_encoder else None
+    src = load_feature_extractor(args.source_encoder) if args.source_encoder else None
+    RPFMPipeline(model, load_codec(args.codec), pose, src).save_pretrained(args.out)
+    print(f"wrote pipeline folder {args.out}: {report.summary()}")
+    if report.initialised:
+        print(f"left at initialisation (train or fine-tune these): {', '.join(report.initialised[:12])}"
+              + (" ..." if len(report.initialised) > 12 else ""))
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     from . import env_report
 
@@ -107,6 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     gen.add_argument("--resize", action="store_true", help="resize inputs to the model's image size")
     gen.set_defaults(func=cmd_generate)
+
+    conv = sub.add_parser("convert", help="turn a checkpoint trained elsewhere into a pipeline folder",
+                          description="Convert a DiT/LFM/SiT, X-MDPT or RPFM (spec layout) checkpoint (.pt/.pth read "
+                          "with weights_only=True, or .safetensors; never unpickles code) into an rpfm pipeline "
+                          "folder, with the codec and feature extractors you give.",
+                          epilog="example: rpfm convert --checkpoint ema_0.9999_300000.pt --source xmdpt "
+                          "--preset RPFM-B/2 --codec ./sd-vae-ft-mse --pose-encoder ./dinov2-base "
+                          "--source-encoder ./dinov2-giant --out ./rpfm-b2-from-xmdpt")
+    conv.add_argument("--checkpoint", required=True)
+    conv.add_argument("--source", choices=("auto", "rpfm", "dit", "lfm", "sit", "xmdpt"), default="auto",
+                      help="checkpoint layout (default: detect)")
+    conv.add_argument("--weights", choices=("ema", "model"), default="ema",
+                      help="which weights of a training checkpoint (default: ema, else model)")
+    group = conv.add_mutually_exclusive_group()
+    group.add_argument("--preset", default="RPFM-B/2", help="RPFM preset of the target model (default: RPFM-B/2)")
+    group.add_argument("--config", help="a JSON file of RPFMConfig fields instead of a preset")
+    conv.add_argument("--codec", required=True, help="latent codec folder (e.g. a copy of sd-vae-ft-mse)")
+    conv.add_argument("--pose-encoder", help="DINOv2-B folder (needed when the model uses the global pose branch)")
+    conv.add_argument("--source-encoder", help="DINOv2-G folder (needed for the global source branch)")
+    conv.add_argument("--out", required=True, help="output pipeline folder")
+    conv.set_defaults(func=cmd_convert)
 
     env = sub.add_parser("env", help="print versions, devices and the backend chosen for every op")
     env.set_defaults(func=cmd_env)

@@ -280,7 +280,8 @@ def load_model_weights(model: RPFM, path: Path) -> None:
                  f"shape mismatches: {head(wrong)}" if wrong else ""]
         raise ValueError(f"weights: '{path}' does not match the folder's config.json ("
                          + "; ".join(p for p in parts if p) + "). The config and the weights come from different "
-                         "models: re-save with save_pretrained().")
+                         "models: re-save with save_pretrained(), or convert a checkpoint trained elsewhere with "
+                         "`rpfm convert`.")
     model.load_state_dict(state, strict=True)
 
 

@@ -1,0 +1,66 @@
+"""The command line: help texts, demo, generate and convert on tiny models, and clean errors."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rpfm import RPFMPipeline
+from rpfm.cli import main
+from rpfm.codec import PixelCodec
+from rpfm.config import to_json
+from rpfm.demo import demo_config, demo_inputs
+from rpfm.model import RPFM
+
+from .conftest import randomize
+
+
+@pytest.mark.parametrize("command", ["demo", "generate", "convert", "env"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: rpfm " + command in capsys.readouterr().out
+
+
+def test_demo_writes_png(tmp_path):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--out", str(out), "--steps", "2", "--device", "cpu"]) == 0
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.size == (3 * 64 * 4, 64 * 4)
+
+
+def test_generate_and_errors(tmp_path, capsys):
+    pipe = RPFMPipeline(randomize(RPFM(demo_config())), PixelCodec(downsample=4))
+    pipe.save_pretrained(tmp_path / "model")
+    src, pose = demo_inputs(64)
+    src.save(tmp_path / "src.png")
+    pose.save(tmp_path / "pose.png")
+    args = ["generate", "--model", str(tmp_path / "model"), "--source", str(tmp_path / "src.png"), "--pose",
+            str(tmp_path / "pose.png"), "--steps", "2", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "out.png")]) == 0
+    assert (tmp_path / "out.png").is_file()
+    assert main(args + ["--out", str(tmp_path / "out.png"), "--guidance", "-1"]) == 2
+    assert "guidance_scale" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(args + ["--out", str(tmp_path / "missing" / "out.png")])
+
+
+def test_convert_rpfm_checkpoint(tmp_path, capsys):
+    cfg = demo_config()
+    model = randomize(RPFM(cfg))
+    torch.save({"ema": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "ckpt.pt")
+    PixelCodec(downsample=4).save_pretrained(tmp_path / "codec")
+    (tmp_path / "cfg.json").write_text(to_json(cfg))
+    assert main(["convert", "--checkpoint", str(tmp_path / "ckpt.pt"), "--config", str(tmp_path / "cfg.json"),
+                 "--codec", str(tmp_path / "codec"), "--out", str(tmp_path / "pipe")]) == 0
+    loaded = RPFMPipeline.from_pretrained(tmp_path / "pipe")
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert "rpfm: " in capsys.readouterr().out
+
+
+def test_console_entry_point():
+    res = subprocess.run([sys.executable, "-m", "rpfm.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "generate" in res.stdout

@@ -14,6 +14,7 @@ import torch  # noqa: E402
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from rpfm import _ext  # noqa: E402
 from rpfm.config import tiny_config  # noqa: E402
 from rpfm.model import RPFM  # noqa: E402
 
@@ -45,3 +46,19 @@ def tiny_inputs(cfg, batch: int, seed: int = 1) -> dict:
     return dict(x=lat(), t=torch.rand(batch, generator=g), z_s=lat(), z_p=lat(),
                 f_pose=torch.randn(batch, cfg.num_global_tokens, cfg.pose_feature_dim, generator=g),
                 f_src=torch.randn(batch, cfg.num_global_tokens, cfg.source_feature_dim, generator=g))
+
+
+# ---------------------------------------------------------------------------------------------------- markers
+_skip_no_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"rpfm._C unavailable: {_ext.EXT_REASON}")
+_skip_no_cuda = pytest.mark.skipif(not (_ext.has_cuda() and torch.cuda.is_available()),
+                                   reason="needs a CUDA device and rpfm._C built with CUDA")
+
+
+def requires_ext(test):
+    """Marked `ext`; skipped with the reason when rpfm._C is unavailable."""
+    return pytest.mark.ext(_skip_no_ext(test))
+
+
+def requires_cuda(test):
+    """Marked `ext` and `cuda`; skipped unless a GPU and a CUDA build of rpfm._C are present."""
+    return pytest.mark.cuda(requires_ext(_skip_no_cuda(test)))

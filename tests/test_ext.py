@@ -12,19 +12,8 @@ import torch
 from rpfm import _ext
 from rpfm.ops.reference import euler_cfg_step_ref
 
-_skip_no_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"rpfm._C unavailable: {_ext.EXT_REASON}")
-_skip_no_cuda = pytest.mark.skipif(not (_ext.has_cuda() and torch.cuda.is_available()),
-                                   reason="needs a CUDA device and rpfm._C built with CUDA")
+from .conftest import requires_cuda, requires_ext
 
-
-def requires_ext(test):
-    """Marked `ext`; skipped with the reason when rpfm._C is unavailable."""
-    return pytest.mark.ext(_skip_no_ext(test))
-
-
-def requires_cuda(test):
-    """Marked `ext` and `cuda`; skipped unless a GPU and a CUDA build of rpfm._C are present."""
-    return pytest.mark.cuda(requires_ext(_skip_no_cuda(test)))
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (B, trailing dims): latent-like, odd sizes that defeat vector loads, a 1-D state, batch 1.

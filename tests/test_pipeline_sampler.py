@@ -7,11 +7,8 @@ from rpfm.codec import PixelCodec
 from rpfm.demo import demo_config
 from rpfm.model import RPFM
 
-from .conftest import randomize
+from .conftest import randomize, requires_cuda, requires_ext
 
-needs_ext = pytest.mark.skipif(not _ext.HAS_EXT, reason=f"rpfm._C unavailable: {_ext.EXT_REASON}")
-needs_cuda_ext = pytest.mark.skipif(not (torch.cuda.is_available() and _ext.HAS_EXT and _ext.has_cuda()),
-                                    reason="needs a CUDA device and rpfm._C built with CUDA")
 
 
 def _pipe(device="cpu", dtype=torch.float32) -> RPFMPipeline:
@@ -24,8 +21,7 @@ def _inputs(batch, device="cpu", seed=0):
             torch.rand(batch, 3, 64, 64, generator=g).to(device))
 
 
-@needs_ext
-@pytest.mark.ext
+@requires_ext
 @pytest.mark.parametrize("solver, guidance", [("euler", 1.1), ("euler", 1.0), ("heun", 1.5)])
 def test_cpp_loop_matches_eager_on_cpu(solver, guidance):
     pipe = _pipe()
@@ -38,8 +34,7 @@ def test_cpp_loop_matches_eager_on_cpu(solver, guidance):
     torch.testing.assert_close(graph.images, eager.images, rtol=1e-5, atol=1e-5)
 
 
-@needs_ext
-@pytest.mark.ext
+@requires_ext
 def test_guidance_change_and_new_inputs_reuse_the_sampler():
     pipe = _pipe()
     src, pose = _inputs(1)
@@ -56,8 +51,7 @@ def test_guidance_change_and_new_inputs_reuse_the_sampler():
     assert len(pipe._graphs._samplers) == 1       # same shape: no new sampler
 
 
-@needs_ext
-@pytest.mark.ext
+@requires_ext
 def test_replaced_weights_are_seen():
     pipe = _pipe()
     src, pose = _inputs(1)
@@ -91,8 +85,7 @@ def test_explicit_graph_without_extension_raises(monkeypatch):
     assert pipe(src, pose, num_steps=1).backends["sampler"] == "eager-euler"   # auto falls back
 
 
-@needs_cuda_ext
-@pytest.mark.cuda
+@requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_graph_pipeline_matches_eager(dtype):
     pipe = _pipe("cuda", dtype)

@@ -141,6 +141,8 @@ def test_bad_images(pipe):
         pipe(src * 200, pose, num_steps=1)                                    # [0, 255] floats, not [-1, 1]
     with pytest.raises(TypeError, match="source_image"):
         pipe(12, pose, num_steps=1)
+    with pytest.raises((TypeError, ValueError), match="target_pose"):
+        pipe(src, (pose * 100).to(torch.int32), num_steps=1)                 # integer dtype that is not uint8
 
 
 def test_resize_option(pipe):

@@ -256,3 +256,14 @@ def test_cuda_bad_device_mix():
         torch.ops.rpfm.euler_cfg_step_(x, v, dt, w.cpu())
     with pytest.raises(RuntimeError, match=r"v must be on the device of x"):
         torch.ops.rpfm.euler_cfg_step_(x, v.cpu(), dt, w)
+
+
+@requires_ext
+def test_extension_built_for_another_torch_is_refused_not_crashed():
+    code = ("import torch; torch.__version__ = '9.9.9'; import rpfm, rpfm._ext as e; "
+            "assert not e.HAS_EXT, e.EXT_REASON; assert 'built for torch' in e.EXT_REASON and '9.9.9' in "
+            "e.EXT_REASON, e.EXT_REASON; from rpfm import ops; "
+            "print(ops.resolve('euler_cfg_step', device='cpu', dtype=torch.float32).name)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "eager"

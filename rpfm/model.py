@@ -212,6 +212,7 @@ class RPFM(nn.Module):
             self.mlp_final = _gelu_ln(D, D)
         self.initialize_weights()
         self._opsets: dict[tuple[str, torch.dtype], ops.OpSet] = {}
+        self._explicit_backends: dict[str, str] = {}
 
     # ------------------------------------------------------------------ init (DiT + X-MDPT, spec §2.2)
     def initialize_weights(self) -> None:
@@ -255,8 +256,19 @@ class RPFM(nn.Module):
         """
         key = (device.type, dtype)
         if key not in self._opsets:
-            self._opsets[key] = ops.resolve_opset(device, dtype, head_dim=self.config.head_dim)
+            self._opsets[key] = ops.resolve_opset(device, dtype, head_dim=self.config.head_dim,
+                                                  explicit=self._explicit_backends)
         return self._opsets[key]
+
+    def set_backends(self, **backends: str) -> None:
+        """Require backends per op, e.g. ``set_backends(attention="flash_attn", adaln_modulate="eager")``;
+        ``set_backends()`` returns to automatic selection. Checked at the next :meth:`opset` resolution, which
+        raises with the reason and the fix if a requested backend cannot run on that device and dtype."""
+        unknown = sorted(set(backends) - set(ops.OP_NAMES))
+        if unknown:
+            raise ValueError(f"set_backends: unknown ops {unknown}. Ops: {list(ops.OP_NAMES)}.")
+        self._explicit_backends = dict(backends)
+        self.reset_backends()
 
     def reset_backends(self) -> None:
         self._opsets.clear()

@@ -108,6 +108,15 @@ class RPFMPipeline:
         self._graphs.clear()
         return self
 
+    def set_backends(self, **backends: str) -> "RPFMPipeline":
+        """Require op backends, e.g. ``pipe.set_backends(attention="sdpa")`` (see the README's ops table);
+        resolved now for the pipeline's device and dtype, raising with the reason and the fix if one cannot run.
+        ``pipe.set_backends()`` returns to automatic selection."""
+        self.model.set_backends(**backends)
+        self._graphs.clear()
+        self.model.opset(self.device, self.dtype)
+        return self
+
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write the pipeline folder (see the module docstring). Each file is written atomically."""

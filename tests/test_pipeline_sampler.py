@@ -105,3 +105,13 @@ def test_cuda_graph_pipeline_matches_eager(dtype):
         assert err_graph <= 2 * err_eager + 1e-2, (err_graph, err_eager)
     again = pipe(src, pose, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(graph.images, again.images)        # replays are bit-identical
+
+
+def test_pipeline_set_backends():
+    pipe = _pipe()
+    src, pose = _inputs(1)
+    out = pipe.set_backends(attention="math")(src, pose, num_steps=1, output_type="latent")
+    assert out.backends["attention"] == "math"
+    with pytest.raises(RuntimeError, match="flash_attn"):
+        pipe.set_backends(attention="flash_attn")
+    pipe.set_backends()

@@ -39,10 +39,22 @@ class OpSet:
     names: dict
 
 
-def resolve_opset(device: torch.device | str, dtype: torch.dtype, *, head_dim: int | None = None) -> OpSet:
+def resolve_opset(device: torch.device | str, dtype: torch.dtype, *, head_dim: int | None = None,
+                  explicit: dict[str, str] | None = None) -> OpSet:
+    """Resolve every op once. ``explicit`` maps op -> backend name to require (raises if it cannot run)."""
     device = torch.device(device)
     meta = dict(device=device.type, dtype=dtype, head_dim=head_dim)
-    chosen = {op: resolve(op, **meta) for op in OP_NAMES}
+    explicit = explicit or {}
+    unknown = sorted(set(explicit) - set(OP_NAMES))
+    if unknown:
+        raise ValueError(f"backends: unknown ops {unknown}. Ops: {list(OP_NAMES)}.")
+    chosen = {}
+    for op in OP_NAMES:
+        if op in explicit:
+            with use_backend(op, explicit[op]):
+                chosen[op] = resolve(op, **meta)
+        else:
+            chosen[op] = resolve(op, **meta)
     return OpSet(**{op: b.fn for op, b in chosen.items()}, names={op: b.name for op, b in chosen.items()})
 
 

@@ -83,8 +83,19 @@ def backends(op: str) -> list[Backend]:
     return sorted(_REGISTRY[op].values(), key=lambda b: -b.priority)
 
 
+_ENV_ALIASES = {"attention": ("RPFM_ATTN_BACKEND",)}   # short names users expect, read after the canonical one
+
+
 def _env_name(op: str) -> str:
     return f"RPFM_{op.upper()}_BACKEND"
+
+
+def _env_value(op: str) -> str | None:
+    for name in (_env_name(op), *_ENV_ALIASES.get(op, ())):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
 
 
 def requested(op: str) -> str | None:
@@ -93,14 +104,11 @@ def requested(op: str) -> str | None:
     for entry_op, name in reversed(stack):
         if entry_op in (op, "*"):
             return _fallback_for_force(op, name)
-    env = os.environ.get(_env_name(op))
+    env = _env_value(op)
     if env:
         return env
     if os.environ.get("RPFM_FORCE_EAGER", "") not in ("", "0"):
         return _fallback_for_force(op, EAGER)
-    if op != "attention" and os.environ.get("RPFM_DISABLE_TRITON", "") not in ("", "0") and \
-            "triton" in _REGISTRY.get(op, {}):
-        return None  # auto, with triton excluded (handled in resolve)
     return None
 
 

@@ -47,7 +47,7 @@ fi
 
 if has kernels; then
   echo "## kernel microbenchmarks ($RPFM_BENCH_PRESETS)" | tee -a "$summary"
-  timeout 400 "$PY" -m pytest -q -p no:cacheprovider bench/bench_adaln.py bench/bench_gated_residual.py \
+  timeout 400 "$PY" -m pytest -q -p no:cacheprovider bench/bench_adaln.py bench/bench_gated_residual.py bench/bench_attention.py \
     bench/bench_patchify.py bench/bench_gelu.py --benchmark-json="$OUT/kernels.json" > "$OUT/kernels.log" 2>&1
   tail -1 "$OUT/kernels.log" | tee -a "$summary"
 fi

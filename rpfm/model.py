@@ -281,28 +281,54 @@ class RPFM(nn.Module):
         z_s, z_p: (B, C, h, w) source and pose latents. f_pose: (B, N, pose_feature_dim), f_src:
         (B, N, source_feature_dim) global tokens (required only when the global branches are on).
         keep_mask: (B,) in {0, 1}; 0 gives the null condition (y = 0). Returns a :class:`Condition`.
+
+        Composed of :meth:`source_branches` and :meth:`pose_branches`, so a stream of poses for one source can
+        compute the source half once (:meth:`combine_condition`).
         """
+        source = self.source_branches(z_s=z_s, f_src=f_src)
+        if z_p.shape[0] != z_s.shape[0]:
+            raise ValueError(f"z_p: batch size {z_p.shape[0]} does not match z_s ({z_s.shape[0]}). Pass one pose "
+                             f"per source.")
+        return self.combine_condition(source, self.pose_branches(z_p=z_p, f_pose=f_pose), z_s=z_s, z_p=z_p,
+                                      keep_mask=keep_mask)
+
+    def source_branches(self, *, z_s: Tensor, f_src: Tensor | None = None) -> Tensor | None:
+        """g_s + l_s: the source's share of the aggregation, (B, 1, D), or None when both branches are off."""
         cfg = self.config
         _check_latent("z_s", z_s, cfg)
-        _check_latent("z_p", z_p, cfg)
-        B = z_s.shape[0]
-        if z_p.shape[0] != B:
-            raise ValueError(f"z_p: batch size {z_p.shape[0]} does not match z_s ({B}). Pass one pose per source.")
         parts = []
-        if "global_pose" in cfg.branches:
-            _check_tokens("f_pose", f_pose, B, cfg.num_global_tokens, cfg.pose_feature_dim)
-            parts.append(self.conv1d_pose(self.mlp_dino_pose(f_pose)))                       # (B, 1, D)
         if "global_source" in cfg.branches:
-            _check_tokens("f_src", f_src, B, cfg.num_global_tokens, cfg.source_feature_dim)
+            _check_tokens("f_src", f_src, z_s.shape[0], cfg.num_global_tokens, cfg.source_feature_dim)
             parts.append(self.conv1d_global(self.mlp_dino_img(f_src)))                       # (B, 1, D)
         if "local_source" in cfg.branches:
             parts.append(self.conv1d_local(self.src_embedder(z_s) + self.pos_embed))          # (B, 1, D)
+        return _sum(parts)
+
+    def pose_branches(self, *, z_p: Tensor, f_pose: Tensor | None = None) -> Tensor | None:
+        """g_p + l_p: the target pose's share of the aggregation, (B, 1, D), or None when both are off."""
+        cfg = self.config
+        _check_latent("z_p", z_p, cfg)
+        parts = []
+        if "global_pose" in cfg.branches:
+            _check_tokens("f_pose", f_pose, z_p.shape[0], cfg.num_global_tokens, cfg.pose_feature_dim)
+            parts.append(self.conv1d_pose(self.mlp_dino_pose(f_pose)))                       # (B, 1, D)
         if "local_pose" in cfg.branches:
             parts.append(self.conv1d_local_pose(self.pose_embedder(z_p) + self.pos_embed))   # (B, 1, D)
-        if parts:
-            y = self.mlp_final(torch.stack(parts).sum(0).squeeze(1))                         # (B, D)
+        return _sum(parts)
+
+    def combine_condition(self, source: Tensor | None, pose: Tensor | None, *, z_s: Tensor, z_p: Tensor,
+                          keep_mask: Tensor | None = None) -> Condition:
+        """y = mlp_final(source + pose) (B, D), the keep mask, and the context latents [z_s, z_p]."""
+        cfg = self.config
+        B = z_p.shape[0]
+        if source is not None and source.shape[0] != B:
+            source = source.expand(B, -1, -1)                 # one cached source, a batch of poses
+            z_s = z_s.expand(B, -1, -1, -1)
+        total = _sum([p for p in (source, pose) if p is not None])
+        if total is not None:
+            y = self.mlp_final(total.squeeze(1))                                             # (B, D)
         else:  # ablation 2: no aggregation, c = t_emb only
-            y = z_s.new_zeros(B, cfg.hidden_size, dtype=self.pos_embed.dtype)
+            y = z_p.new_zeros(B, cfg.hidden_size, dtype=self.pos_embed.dtype)
         if keep_mask is not None:
             if keep_mask.shape != (B,):
                 raise ValueError(f"keep_mask: expected shape ({B},), got {tuple(keep_mask.shape)}.")
@@ -363,6 +389,10 @@ class RPFM(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- checks
+def _sum(parts: list[Tensor]) -> Tensor | None:
+    return torch.stack(parts).sum(0) if parts else None
+
+
 def _check_latent(name: str, z: Tensor, cfg: RPFMConfig) -> None:
     expected = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     if not isinstance(z, Tensor):

@@ -117,6 +117,19 @@ class RPFMPipeline:
         self.model.opset(self.device, self.dtype)
         return self
 
+    def stream(self, source_image: Any, *, num_steps: int = 10, guidance_scale: float = 1.1, solver: str = "euler",
+               generator: torch.Generator | None = None, shared_noise: bool = True, output_type: str = "pil",
+               sampler_backend: str = "auto", resize: bool = False):
+        """A :class:`rpfm.streaming.PoseStreamer` for ``source_image``: ``frame = streamer(pose)`` per pose, with
+        the source's latent, tokens and condition share computed once here. See ``rpfm.streaming``."""
+        from .streaming import PoseStreamer
+
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type: unknown value {output_type!r}. Choose one of {list(OUTPUT_TYPES)}.")
+        return PoseStreamer(self, source_image, num_steps=num_steps, guidance_scale=guidance_scale, solver=solver,
+                            generator=generator, shared_noise=shared_noise, output_type=output_type,
+                            sampler_backend=sampler_backend, resize=resize)
+
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write the pipeline folder (see the module docstring). Each file is written atomically."""

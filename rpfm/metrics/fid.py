@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,15 +167,18 @@ class FeatureStats:
             raise FileNotFoundError(f"stats: no file at '{path}'. Compute the real-set statistics first "
                                     "(FeatureStats.from_features(...).save(path)).")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                missing = {"mu", "sigma", "n"} - set(z.files)
-                if missing:
-                    raise ValueError(f"stats: '{path}' lacks {sorted(missing)}; it was not written by "
-                                     "FeatureStats.save. Recompute it.")
-                stats = cls(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]),
-                            extractor=str(z["extractor"]) if "extractor" in z.files else "")
-        except (OSError, EOFError) as err:                          # truncated or not an npz
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:   # truncated, pickled, not numpy
             raise ValueError(f"stats: '{path}' is not a readable .npz file ({err}). Recompute it.") from err
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"stats: '{path}' holds a single array, not FeatureStats. Recompute it.")
+        with z:
+            missing = {"mu", "sigma", "n"} - set(z.files)
+            if missing:
+                raise ValueError(f"stats: '{path}' lacks {sorted(missing)}; it was not written by "
+                                 "FeatureStats.save. Recompute it.")
+            stats = cls(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]),
+                        extractor=str(z["extractor"]) if "extractor" in z.files else "")
         if expect_extractor is not None and stats.extractor != expect_extractor:
             raise ValueError(f"stats: '{path}' was computed with extractor {stats.extractor!r}, but "
                              f"{expect_extractor!r} is in use. Recompute the statistics with this extractor, or "

@@ -247,11 +247,14 @@ def load_keypoints(path: str | os.PathLike, image_size: tuple[int, int] | None =
     """Read one person's keypoints from any single-image format, chosen by extension (and content for .json).
 
     ``.txt`` -> PIDM (PIDM frame), ``.npy`` -> NumPy (needs ``image_size``), ``.json`` -> OpenPose when it has a
-    ``people`` list (needs ``image_size``; ``person``/``min_confidence`` pass through), else plain JSON.
+    ``people`` list (needs ``image_size``; ``person``/``min_confidence`` pass through), else plain JSON (resized
+    to ``image_size`` when one is given and differs from the recorded frame).
     The CFLD CSV holds many images: use :func:`read_cfld_annotations`.
     """
     path = _need_file(path, "load_keypoints")
     ext = path.suffix.lower()
+    if kwargs and ext != ".json":
+        raise TypeError(f"load_keypoints: {sorted(kwargs)} only apply to OpenPose JSON, not to {ext!r} files.")
     if ext == ".txt":
         return read_pidm_txt(path)
     if ext == ".npy":

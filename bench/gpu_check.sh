@@ -54,7 +54,7 @@ fi
 
 if has dit; then
   echo "## DiT forward" | tee -a "$summary"
-  timeout 300 "$PY" -m pytest -q -p no:cacheprovider bench/bench_dit.py --benchmark-json="$OUT/dit.json" \
+  timeout 300 "$PY" -m pytest -q -p no:cacheprovider bench/bench_dit.py bench/bench_integrator.py --benchmark-json="$OUT/dit.json" \
     > "$OUT/dit.log" 2>&1
   tail -1 "$OUT/dit.log" | tee -a "$summary"
 fi

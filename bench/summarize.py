@@ -11,8 +11,12 @@ def rows(path: Path) -> list[str]:
     out = []
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
-        metric = (f"{info['tflops']} TFLOP/s ({info.get('fraction_of_peak_device', '?')} of peak, device)"
-                  if "tflops" in info else f"{info.get('GB/s', '?')} GB/s")
+        if "tflops" in info:
+            metric = f"{info['tflops']} TFLOP/s ({info.get('fraction_of_peak_device', '?')} of peak, device)"
+        elif "ms_per_step" in info:
+            metric = f"{info['ms_per_step']} ms/step"
+        else:
+            metric = f"{info.get('GB/s', '?')} GB/s"
         device = (f"{info['device_ms']} ms" if "device_ms" in info else f"{info.get('device_us', '?')} µs")
         device_rate = info.get("tflops_device", info.get("GB/s_device", "?"))
         out.append(f"| {b['group']} | {b['name'].split('[')[-1].rstrip(']')} | {b['stats']['median'] * 1e3:.3f} | "

@@ -15,7 +15,8 @@ Protocol (CFLD ``pose_transfer_test.py`` + ``models/metrics.py``, spec §4.5):
    the images are scaled by 255 (float32) and ``structural_similarity(gt255, pred255, gaussian_weights=True,
    sigma=1.5, use_sample_covariance=False, channel_axis=0, data_range=pred255.max() - pred255.min())`` -- an
    11x11 Gaussian window (truncate 3.5) and, as in CFLD, a data range taken from the *prediction's* value span,
-   not the nominal 1. A constant prediction has data range 0 there and gives NaN, as in CFLD.
+   not the nominal 1. A constant prediction has data range 0 there (C1 = C2 = 0): it scores 0 against a textured
+   target and NaN (0/0) against a constant one, as in CFLD; no warning is raised.
 4. **PSNR**: ``peak_signal_noise_ratio(gt, pred, data_range=1)`` on the same float32 (3, H, W) arrays
    (MSE over all channels and pixels). Identical images give ``inf`` (no warning), so a batch mean that includes
    one is ``inf`` too -- CFLD would report the same.
@@ -135,7 +136,7 @@ def ssim_per_image(pred: Any, target: Any, *, variant: str = "cfld",
             out[i] = structural_similarity(t[i], p[i], data_range=1, win_size=CFLD_WIN_SIZE, channel_axis=0)
         else:
             t255, p255 = t[i] * 255.0, p[i] * 255.0
-            with np.errstate(divide="ignore", invalid="ignore"):   # constant pred: data range 0 -> NaN (CFLD too)
+            with np.errstate(divide="ignore", invalid="ignore"):   # constant pred: range 0, may be 0/0 (CFLD)
                 out[i] = structural_similarity(t255, p255, gaussian_weights=True, sigma=GAUSSIAN_SIGMA,
                                                use_sample_covariance=False, channel_axis=0,
                                                data_range=p255.max() - p255.min())

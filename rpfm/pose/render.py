@@ -23,9 +23,10 @@ OpenCV pixel for pixel whenever ``cv2`` is importable.
 ``style="pidm"`` is the same canvas without the max-normalisation (/255 only; PIDM's 17 distance channels are not
 produced). ``style="cfld"`` approximates CFLD's ``draw_pose_from_cords``: 17 bones as 2-px anti-aliased lines in
 the darker 153-scale colours, then radius-3 anti-aliased joints in the joint colours, no BGR swap, /255. OpenCV's
-LINE_AA rasteriser is not reproduced; the shapes are drawn with PIL at 4x supersampling and box-filtered down, which
-agrees with OpenCV to within a small per-pixel difference at the anti-aliased edges (the geometry, colours, draw
-order and the int() truncation of the coordinates are CFLD's).
+LINE_AA rasteriser is not reproduced; the shapes are drawn with PIL at 4x supersampling and box-filtered down, so
+edge pixels differ (mean absolute difference about 0.4/255 per channel over a 256 x 256 skeleton, up to ~100/255 on
+single edge pixels, against cv2 4.14); the geometry, colours, draw order and the int() truncation of the
+coordinates are CFLD's.
 """
 from __future__ import annotations
 
@@ -49,8 +50,12 @@ STICK_WIDTH = 4
 CFLD_BONE_COLORS = ((153, 0, 0), (153, 51, 0), (153, 102, 0), (153, 153, 0), (102, 153, 0), (51, 153, 0),
                     (0, 153, 0), (0, 153, 51), (0, 153, 102), (0, 153, 153), (0, 102, 153), (0, 51, 153),
                     (0, 0, 153), (51, 0, 153), (102, 0, 153), (153, 0, 153), (153, 0, 102))
-CFLD_BONE_THICKNESS = 2
-CFLD_JOINT_RADIUS = 3
+CFLD_BONE_THICKNESS = 2  # cv2.line(.., thickness=2, LINE_AA)
+CFLD_JOINT_RADIUS = 3  # cv2.circle(.., radius=3, -1, LINE_AA)
+# OpenCV's anti-aliasing adds about half a pixel of coverage around each shape, so the supersampled stand-ins are
+# drawn that much larger (fitted against cv2 4.x: this minimises the mean absolute difference).
+_CFLD_LINE_WIDTH = CFLD_BONE_THICKNESS + 1.0
+_CFLD_DOT_RADIUS = CFLD_JOINT_RADIUS + 0.5
 STYLES = ("xmdpt", "pidm", "cfld")
 _SUPERSAMPLE = 4
 
@@ -106,9 +111,11 @@ def _draw_xmdpt(xy: np.ndarray, h: int, w: int) -> np.ndarray:
         angle = math.degrees(math.atan2(rows[0] - rows[1], cols[0] - cols[1]))
         poly = ellipse2poly((int(m_col), int(m_row)), (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1)
         mask = fill_convex_poly_mask(poly, (h, w))
+        r0, r1 = max(int(poly[:, 1].min()), 0), min(int(poly[:, 1].max()) + 1, h)  # rows the limb can touch
+        band, mask = canvas[r0:r1], mask[r0:r1]
         color = np.array(JOINT_COLORS[i][::-1], np.int32)
         # cv2.addWeighted(canvas, 0.4, canvas_with_limb, 0.6, 0): unchanged outside the limb, round((2a+3c)/5) in it
-        canvas[mask] = (2 * canvas[mask].astype(np.int32) + 3 * color + 2) // 5
+        band[mask] = (2 * band[mask].astype(np.int32) + 3 * color + 2) // 5
     return canvas
 
 
@@ -121,15 +128,15 @@ def _draw_cfld(xy: np.ndarray, h: int, w: int) -> np.ndarray:
     present = [not (x == MISSING or y == MISSING) for x, y in xy]
     # CFLD truncates the scaled coordinates with int(); pixel (c, r) has its centre at ((c + .5) s, (r + .5) s).
     pts = [((int(x) + 0.5) * s, (int(y) + 0.5) * s) for x, y in xy]
-    half = CFLD_BONE_THICKNESS * s / 2
+    half = _CFLD_LINE_WIDTH * s / 2
     for i, (a, b) in enumerate(DRAWN_LIMBS):
         if not (present[a] and present[b]):
             continue
         color = CFLD_BONE_COLORS[i]
-        draw.line([pts[a], pts[b]], fill=color, width=CFLD_BONE_THICKNESS * s)
+        draw.line([pts[a], pts[b]], fill=color, width=round(_CFLD_LINE_WIDTH * s))
         for cx, cy in (pts[a], pts[b]):  # cv2 thick lines have round caps
             draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=color)
-    r = CFLD_JOINT_RADIUS * s
+    r = _CFLD_DOT_RADIUS * s
     for k, (cx, cy) in enumerate(pts):
         if present[k]:
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=JOINT_COLORS[k])
@@ -185,7 +192,7 @@ def fill_convex_poly_mask(pts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``cv2.fillConvexPoly(img, pts, 1)`` (LINE_8, shift 0) as a bool (H, W) mask; pts: (N, 2) int (x, y)."""
     h, w = size
     mask = np.zeros((h, w), bool)
-    v = [(int(x), int(y)) for x, y in np.asarray(pts).reshape(-1, 2)]
+    v = [tuple(p) for p in np.asarray(pts, np.int64).reshape(-1, 2).tolist()]
     n = len(v)
     if n == 0:
         return mask

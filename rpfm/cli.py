@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--out", required=True, help="output pipeline folder")
     conv.set_defaults(func=cmd_convert)
 
+    from .data.synthetic import add_cli as add_data_cli
+    from .train.cli import add_cli as add_train_cli
+
+    add_data_cli(sub)
+    add_train_cli(sub)
+
     env = sub.add_parser("env", help="print versions, devices and the backend chosen for every op")
     env.set_defaults(func=cmd_env)
     return parser

@@ -59,10 +59,11 @@ class Keypoints:
             raise TypeError(f"Keypoints.xy: expected an (18, 2) array of (x, y), got {type(self.xy).__name__}.")
         try:
             xy = np.array(self.xy, dtype=np.float64)
-        except ValueError:
+        except ValueError as e:
             lens = sorted({len(r) for r in self.xy if hasattr(r, "__len__")})
-            raise ValueError(f"Keypoints.xy: expected 18 rows of (x, y), got rows of lengths {lens}. Give every "
-                             "joint exactly two numbers; write (-1, -1) for a missing one.") from None
+            raise ValueError(f"Keypoints.xy: expected 18 rows of two numbers (x, y), could not convert ({e}; row "
+                             f"lengths {lens}). Give every joint exactly two numbers; write (-1, -1) for a missing "
+                             "one.") from None
         except TypeError as e:
             raise TypeError(f"Keypoints.xy: expected an (18, 2) array of numbers, could not convert it ({e}).") \
                 from None

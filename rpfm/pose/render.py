@@ -24,7 +24,7 @@ OpenCV pixel for pixel whenever ``cv2`` is importable.
 produced). ``style="cfld"`` approximates CFLD's ``draw_pose_from_cords``: 17 bones as 2-px anti-aliased lines in
 the darker 153-scale colours, then radius-3 anti-aliased joints in the joint colours, no BGR swap, /255. OpenCV's
 LINE_AA rasteriser is not reproduced; the shapes are drawn with PIL at 4x supersampling and box-filtered down, so
-edge pixels differ (mean absolute difference about 0.4/255 per channel over a 256 x 256 skeleton, up to ~100/255 on
+edge pixels differ (mean absolute difference 0.3-0.8/255 per channel over a 256 x 256 skeleton, up to ~100/255 on
 single edge pixels, against cv2 4.14); the geometry, colours, draw order and the int() truncation of the
 coordinates are CFLD's.
 """
@@ -53,8 +53,8 @@ CFLD_BONE_COLORS = ((153, 0, 0), (153, 51, 0), (153, 102, 0), (153, 153, 0), (10
 CFLD_BONE_THICKNESS = 2  # cv2.line(.., thickness=2, LINE_AA)
 CFLD_JOINT_RADIUS = 3  # cv2.circle(.., radius=3, -1, LINE_AA)
 # OpenCV's anti-aliasing adds about half a pixel of coverage around each shape, so the supersampled stand-ins are
-# drawn that much larger (fitted against cv2 4.x: this minimises the mean absolute difference).
-_CFLD_LINE_WIDTH = CFLD_BONE_THICKNESS + 1.0
+# drawn larger (widths fitted against cv2 4.14 on random skeletons: minimal mean absolute difference).
+_CFLD_LINE_WIDTH = CFLD_BONE_THICKNESS + 1.25
 _CFLD_DOT_RADIUS = CFLD_JOINT_RADIUS + 0.5
 STYLES = ("xmdpt", "pidm", "cfld")
 _SUPERSAMPLE = 4

@@ -155,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.synthetic import add_cli as add_data_cli
     from .train.cli import add_cli as add_train_cli
 
+    from .evaluate import add_cli as add_eval_cli
+
     add_data_cli(sub)
     add_train_cli(sub)
+    add_eval_cli(sub)
 
     env = sub.add_parser("env", help="print versions, devices and the backend chosen for every op")
     env.set_defaults(func=cmd_env)

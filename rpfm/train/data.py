@@ -129,6 +129,14 @@ def _tensors(path: str) -> TensorPairDataset:
     return TensorPairDataset.from_file(path)
 
 
+@register_dataset("folder")
+def _folder(**options) -> Dataset:
+    """The CFLD/GFLA folder layout (DeepFashion, rpfm's synthetic benchmark): see rpfm.data.pairs."""
+    from ..data.pairs import PairFolderDataset
+
+    return PairFolderDataset(**options)
+
+
 @register_dataset("stick_figures")
 def stick_figures(size: int = 256, image_size: int = 64, seed: int = 0) -> TensorPairDataset:
     """Synthetic pairs drawn with ``rpfm.demo``: one flat-shaded figure, poses interpolated between standing and

@@ -1,11 +1,18 @@
-"""The embedded default for ``rpfm demo``: a pipeline and inputs built in code, no downloads.
+"""The embedded default for ``rpfm demo``: the trained demo model and held-out test pairs shipped with rpfm.
 
-Until the trained demo model lands (training issue), the demo pipeline is a *randomly initialised, untrained*
-tiny RPFM with the weight-free pixel codec. Its adaLN-Zero initialisation makes the velocity exactly zero, so the
-"generated" panel is the decoded starting noise: the demo proves the whole path (inputs -> codec -> condition ->
-sampler -> decode -> PNG) runs on a fresh machine; it does not show a learned result.
+``rpfm/assets/demo-synth64/`` is a pipeline folder (RPFM trained on rpfm's synthetic benchmark at 64 x 64 with the
+weight-free pixel codec; see its ``train_config.json`` and ``metrics.json``) plus ``pairs/``: a few pairs of
+*held-out identities* (never seen in training): source, rendered target pose and ground truth. Rebuild it with
+:func:`build_release` after training (README, "The demo model").
+
+The small drawing helpers below (a stick figure and a flat-shaded person) serve the ``stick_figures`` training
+dataset and tests that need an image without files.
 """
 from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +21,8 @@ from PIL import Image, ImageDraw
 from .codec import PixelCodec
 from .config import RPFMConfig
 from .model import RPFM
+
+ASSET_DIR = Path(__file__).resolve().parent / "assets" / "demo-synth64"
 
 # OpenPose COCO-18 limbs (0-based) and colours, enough to draw a recognisable stick figure for the demo.
 _LIMBS = [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
@@ -37,10 +46,64 @@ def demo_config() -> RPFMConfig:
 
 
 def demo_pipeline(seed: int = 0):
+    """An untrained pipeline of :func:`demo_config` (for tests and benchmarks; adaLN-Zero makes it output noise)."""
     from .pipeline import RPFMPipeline
 
     torch.manual_seed(seed)
     return RPFMPipeline(RPFM(demo_config()), PixelCodec(downsample=4))
+
+
+def load_release(path: str | Path = ASSET_DIR):
+    """The shipped demo pipeline and its held-out pairs: (pipeline, [(name, source, pose, target), ...])."""
+    from .pipeline import RPFMPipeline
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"demo: no demo model at '{path}'. Reinstall rpfm, or rebuild it (README, 'The demo "
+                                f"model').")
+    pairs = []
+    for src in sorted((path / "pairs").glob("*_source.png")):
+        stem = src.name[: -len("_source.png")]
+        pairs.append((stem, *(Image.open(path / "pairs" / f"{stem}_{kind}.png").convert("RGB")
+                              for kind in ("source", "pose", "target"))))
+    return RPFMPipeline.from_pretrained(path), pairs
+
+
+def build_release(run_dir: str | Path, data_root: str | Path, out: str | Path = ASSET_DIR, *, num_pairs: int = 4,
+                  metrics: str | Path | None = None) -> Path:
+    """Export a training run's EMA weights as the demo release, with ``num_pairs`` held-out test pairs (one per test
+    identity, first pair of each) and the run's training config and (optionally) eval metrics."""
+    from .data.pairs import PairFolderDataset
+    from .fileio import atomic_write_bytes
+    from .train.checkpoint import export_pipeline
+
+    out = Path(out)
+    export_pipeline(run_dir, out)
+    run_dir = Path(run_dir)   # a run's out_dir, or one of its checkpoints/step_N folders
+    for candidate in (run_dir / "train_config.json", run_dir.parent.parent / "train_config.json"):
+        if candidate.is_file():
+            shutil.copyfile(candidate, out / "train_config.json")
+            break
+    if metrics is not None:
+        shutil.copyfile(metrics, out / "metrics.json")
+    test = PairFolderDataset(data_root, "test", image_size=demo_config().image_size, augment=False)
+    (out / "pairs").mkdir(exist_ok=True)
+    seen: set[str] = set()
+    for i, (a, b) in enumerate(test.pairs):
+        ident = a.split("_")[0]
+        if ident in seen:
+            continue
+        seen.add(ident)
+        item = test[i]
+        for kind, x in (("source", (item["source"] + 1) / 2), ("pose", item["target_pose"]),
+                        ("target", (item["target"] + 1) / 2)):
+            arr = (x.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="PNG")
+            atomic_write_bytes(out / "pairs" / f"{ident}_{kind}.png", buf.getvalue())
+        if len(seen) == num_pairs:
+            break
+    return out
 
 
 def draw_pose(keypoints: np.ndarray, size: int) -> Image.Image:
@@ -77,10 +140,11 @@ def demo_inputs(size: int = 64) -> tuple[Image.Image, Image.Image]:
     return draw_person(_STANDING, size), draw_pose(_WALKING, size)
 
 
-def grid(images: list[Image.Image], scale: int = 4) -> Image.Image:
-    """Place images side by side, upscaled by ``scale`` (nearest) so small outputs are visible."""
-    w, h = images[0].size
-    out = Image.new("RGB", (len(images) * w * scale, h * scale))
-    for i, im in enumerate(images):
-        out.paste(im.resize((w * scale, h * scale), Image.NEAREST), (i * w * scale, 0))
+def grid(rows: list[list[Image.Image]], scale: int = 4) -> Image.Image:
+    """Rows of equally sized images, upscaled by ``scale`` (nearest) so small outputs are visible."""
+    w, h = rows[0][0].size
+    out = Image.new("RGB", (max(len(r) for r in rows) * w * scale, len(rows) * h * scale))
+    for j, row in enumerate(rows):
+        for i, im in enumerate(row):
+            out.paste(im.resize((w * scale, h * scale), Image.NEAREST), (i * w * scale, j * h * scale))
     return out

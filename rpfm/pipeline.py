@@ -189,8 +189,9 @@ class RPFMPipeline:
         cfg, dev, dt = self.config, self.device, self.dtype
         src = to_image_tensor(source_image, name="source_image", size=cfg.image_size, value_range="[-1,1]",
                               device=dev, dtype=dt, resize=resize)                   # (B, 3, H, W) in [-1, 1]
-        pose = to_image_tensor(target_pose, name="target_pose", size=cfg.image_size, value_range="[0,1]",
-                               device=dev, dtype=dt, resize=resize)                  # (B, 3, H, W) in [0, 1]
+        pose = to_image_tensor(_render_keypoints(target_pose, cfg.image_size), name="target_pose",
+                               size=cfg.image_size, value_range="[0,1]", device=dev, dtype=dt,
+                               resize=resize)                                          # (B, 3, H, W) in [0, 1]
         if src.shape[0] != pose.shape[0]:
             raise ValueError(f"target_pose: batch size {pose.shape[0]} does not match source_image batch size "
                              f"{src.shape[0]}. Pass one pose per source image (or a single one of each).")
@@ -221,7 +222,9 @@ class RPFMPipeline:
             source_image: the person photo: a PIL image, a path, an (H, W, 3) uint8/float array, a (3, H, W) or
                 (B, 3, H, W) tensor in [-1, 1], or a list of PIL images. Must be image_size x image_size unless
                 ``resize=True``.
-            target_pose: the rendered pose skeleton (RGB, values in [0, 1]; same accepted types), one per source.
+            target_pose: the target pose, one per source: ``rpfm.pose.Keypoints`` (OpenPose-18, any frame; rendered
+                with the X-MDPT renderer) or a list of them, or an already rendered skeleton image (RGB, values in
+                [0, 1]; same accepted types as ``source_image``).
             num_steps: fixed solver steps (Euler: NFE = num_steps; Heun: 2 x). Ignored by dopri5.
             guidance_scale: classifier-free guidance w >= 0; 1.0 skips the unconditional pass (paper: 1.1 at 256).
             solver: "euler", "heun" or "dopri5" (adaptive, atol/rtol).
@@ -305,6 +308,18 @@ def load_model_weights(model: RPFM, path: Path) -> None:
                          "models: re-save with save_pretrained(), or convert a checkpoint trained elsewhere with "
                          "`rpfm convert`.")
     model.load_state_dict(state, strict=True)
+
+
+def _render_keypoints(target_pose: Any, image_size: int) -> Any:
+    """Keypoints (or a list of them) -> rendered pose tensors (B, 3, S, S); anything else passes through."""
+    from .pose.keypoints import Keypoints
+    from .pose.render import render_pose_tensor
+
+    if isinstance(target_pose, Keypoints):
+        target_pose = [target_pose]
+    if isinstance(target_pose, (list, tuple)) and target_pose and all(isinstance(k, Keypoints) for k in target_pose):
+        return torch.stack([render_pose_tensor(k, image_size) for k in target_pose])
+    return target_pose
 
 
 _logged: set[str] = set()

@@ -1,4 +1,5 @@
 """The pipeline's sampler selection: graph (C++) vs eager parity, explicit requests, and stale-weight recapture."""
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,28 @@ def test_pipeline_set_backends():
     with pytest.raises(RuntimeError, match="flash_attn"):
         pipe.set_backends(attention="flash_attn")
     pipe.set_backends()
+
+
+def test_keypoints_as_target_pose(tmp_path):
+    from rpfm.pose.formats import write_keypoints_json
+    from rpfm.pose.keypoints import Keypoints
+    from rpfm.pose.render import render_pose_tensor
+
+    pipe = _pipe()
+    src, _ = _inputs(1)
+    xy = np.array([[30, 10], [30, 18], [22, 18], [18, 28], [16, 36], [38, 18], [42, 28], [44, 36], [25, 38],
+                   [24, 50], [24, 60], [35, 38], [36, 50], [36, 60], [28, 8], [32, 8], [26, 9], [34, 9]], float)
+    kp = Keypoints(xy, (64, 64))
+    kw = dict(num_steps=2, output_type="latent", generator=None)
+    a = pipe(src, kp, **{**kw, "generator": torch.Generator().manual_seed(0)}).images
+    b = pipe(src, render_pose_tensor(kp, 64)[None], **{**kw, "generator": torch.Generator().manual_seed(0)}).images
+    torch.testing.assert_close(a, b)
+    write_keypoints_json(tmp_path / "kp.json", kp)
+    from rpfm.cli import main
+
+    pipe.save_pretrained(tmp_path / "m")
+    from PIL import Image
+
+    Image.fromarray(((src[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(tmp_path / "s.png")
+    assert main(["generate", "--model", str(tmp_path / "m"), "--source", str(tmp_path / "s.png"), "--pose",
+                 str(tmp_path / "kp.json"), "--out", str(tmp_path / "o.png"), "--steps", "1", "--device", "cpu"]) == 0

@@ -32,9 +32,8 @@ from torch.utils.data import Dataset
 
 from ..pose.formats import DEEPFASHION_SIZE, read_cfld_annotations
 from ..pose.keypoints import Keypoints
-from ..pose.render import render_pose
+from ..pose.render import render_pose_tensor
 
-RENDER_SIZE = 256
 SPLITS = ("train", "test")
 
 
@@ -109,15 +108,6 @@ class PairFolderDataset(Dataset):
             arr = np.asarray(im, dtype=np.float32) / 255.0
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous()                 # (3, S, S) in [0, 1]
 
-    def _pose(self, kp: Keypoints) -> torch.Tensor:
-        pose = render_pose(kp.resize((RENDER_SIZE, RENDER_SIZE)))                   # (256, 256, 3) in [0, 1]
-        p = torch.from_numpy(np.ascontiguousarray(pose)).permute(2, 0, 1)[None]
-        if self.image_size != RENDER_SIZE:
-            p = F.interpolate(p, size=(self.image_size,) * 2, mode="area" if self.image_size < RENDER_SIZE
-                              else "bilinear")
-            p = p / p.amax().clamp_min(1e-8) if p.amax() > 0 else p                 # keep the max-normalisation
-        return p[0].clamp(0, 1)
-
     def __getitem__(self, index: int) -> dict:
         src_name, tgt_name = self.pairs[index]
         S = self.image_size
@@ -137,7 +127,7 @@ class PairFolderDataset(Dataset):
             kp_tgt = kp_tgt.resize((big, big)).crop(top, left, (S, S))
             if flip:
                 kp_tgt = kp_tgt.hflip()
-        return {"source": src * 2 - 1, "target": tgt * 2 - 1, "target_pose": self._pose(kp_tgt),
+        return {"source": src * 2 - 1, "target": tgt * 2 - 1, "target_pose": render_pose_tensor(kp_tgt, S),
                 "source_name": src_name, "target_name": tgt_name}
 
     @staticmethod

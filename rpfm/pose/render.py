@@ -346,3 +346,26 @@ def fill_circle(canvas: np.ndarray, center: tuple[int, int], radius: int, color:
             err -= minus
             dx -= 1
             minus -= 2
+
+
+MODEL_RENDER_SIZE = 256
+"""The frame the X-MDPT skeleton is drawn in (its radius-4 joints and width-4 limbs were designed for 256 x 256)."""
+
+
+def render_pose_tensor(kp: Keypoints, image_size: int) -> "torch.Tensor":
+    """The model's pose input for ``kp``: (3, S, S) float32 in [0, 1].
+
+    Drawn with :func:`render_pose` in a 256 x 256 frame, then area-reduced (or bilinearly enlarged) to S and
+    max-normalised again, so a small model sees the same drawing, only smaller.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    pose = render_pose(kp.resize((MODEL_RENDER_SIZE, MODEL_RENDER_SIZE)))
+    p = torch.from_numpy(np.ascontiguousarray(pose)).permute(2, 0, 1)[None]        # (1, 3, 256, 256)
+    if image_size != MODEL_RENDER_SIZE:
+        p = F.interpolate(p, size=(image_size, image_size),
+                          mode="area" if image_size < MODEL_RENDER_SIZE else "bilinear")
+        peak = p.amax()
+        p = p / peak if peak > 0 else p
+    return p[0].clamp(0, 1)

@@ -13,10 +13,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rpfm.model import RPFM
 from rpfm.ops import use_backend
 
-from .conftest import BATCH, DTYPE, ROUNDS, WARMUP_ROUNDS, device_time
+from .conftest import BATCH, DTYPE, ROUNDS, WARMUP_ROUNDS, device_time, random_model
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,12 +35,7 @@ def matmul_peak_tflops() -> float:
 
 
 def setup_dit(variant: str, cfg):
-    torch.manual_seed(0)
-    model = RPFM(cfg).to("cuda", DTYPE).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.02)
+    model = random_model(cfg)
     g = torch.Generator(device="cuda").manual_seed(0)
     h, C = cfg.latent_size, cfg.latent_channels
     lat = lambda: torch.randn(BATCH, C, h, h, generator=g, device="cuda", dtype=DTYPE)  # noqa: E731

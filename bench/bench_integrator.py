@@ -10,9 +10,8 @@ import torch
 
 from rpfm import _ext
 from rpfm.integrators import EagerEulerCFG, GraphEulerCFG
-from rpfm.model import RPFM
 
-from .conftest import DTYPE
+from .conftest import DTYPE, random_model
 
 
 @pytest.mark.parametrize("steps", [10, 60])
@@ -20,12 +19,7 @@ from .conftest import DTYPE
 def test_integrator(benchmark, engine, steps, preset, cfg):
     if engine == "graph" and not _ext.has_cuda():
         pytest.skip(f"graph engine needs rpfm._C with CUDA: {_ext.EXT_REASON}")
-    torch.manual_seed(0)
-    model = RPFM(cfg).to("cuda", DTYPE).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.02)
+    model = random_model(cfg)
     B, h = 8, cfg.latent_size
     g = torch.Generator(device="cuda").manual_seed(0)
     lat = lambda n: torch.randn(n, cfg.latent_channels, h, h, generator=g, device="cuda", dtype=DTYPE)  # noqa: E731

@@ -142,3 +142,16 @@ def run_bench(benchmark):
         benchmark.extra_info["device_timing"] = how
 
     return run
+
+
+def random_model(cfg: RPFMConfig):
+    """An RPFM of ``cfg`` on CUDA in bf16 with N(0, 0.02) weights (adaLN-Zero init would output zeros)."""
+    from rpfm.model import RPFM
+
+    torch.manual_seed(0)
+    model = RPFM(cfg).to("cuda", DTYPE).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.02)
+    return model

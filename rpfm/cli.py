@@ -176,13 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; errors meant for users print one line and exit 2 instead of a traceback."""
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         print(f"rpfm {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -72,11 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"rpfm {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    from ..cli import run
+
+    return run(args)
 
 
 if __name__ == "__main__":

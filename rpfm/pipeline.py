@@ -183,24 +183,38 @@ class RPFMPipeline:
 
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
-    def encode_condition(self, source_image: Any, target_pose: Any, *, resize: bool = False) -> Condition:
-        """Everything that depends only on (source, pose), computed once per sample (never per step):
-        VAE latents of the source and the rendered pose, DINOv2 tokens, and the aggregated vector y."""
+    def encode_source(self, source_image: Any, *, resize: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The source's half of the condition: its latent z_s (B, C, h, w) and its share of the aggregation,
+        g_s + l_s (B, 1, D) (None when both source branches are off). Computed once per source."""
         cfg, dev, dt = self.config, self.device, self.dtype
         src = to_image_tensor(source_image, name="source_image", size=cfg.image_size, value_range="[-1,1]",
                               device=dev, dtype=dt, resize=resize)                   # (B, 3, H, W) in [-1, 1]
-        pose = to_image_tensor(_render_keypoints(target_pose, cfg.image_size), name="target_pose",
-                               size=cfg.image_size, value_range="[0,1]", device=dev, dtype=dt,
-                               resize=resize)                                          # (B, 3, H, W) in [0, 1]
-        if src.shape[0] != pose.shape[0]:
-            raise ValueError(f"target_pose: batch size {pose.shape[0]} does not match source_image batch size "
-                             f"{src.shape[0]}. Pass one pose per source image (or a single one of each).")
-        z_s = self.codec.encode(src)                                                # (B, C, h, w)
-        z_p = self.codec.encode(pose * 2 - 1)                                       # pose latent from [-1, 1]
-        f_pose = self.pose_encoder(pose) if "global_pose" in cfg.branches else None          # (B, 257, 768)
-        f_src = self.source_encoder(src) if "global_source" in cfg.branches else None        # (B, 257, 1536)
-        return self.model.prepare_condition(z_s=z_s.to(dt), z_p=z_p.to(dt), f_pose=_opt(f_pose, dt),
-                                            f_src=_opt(f_src, dt))
+        z_s = self.codec.encode(src).to(dt)                                         # (B, C, h, w)
+        f_src = self.source_encoder(src).to(dt) if "global_source" in cfg.branches else None  # (B, 257, 1536)
+        return z_s, self.model.source_branches(z_s=z_s, f_src=f_src)
+
+    @torch.no_grad()
+    def encode_pose(self, target_pose: Any, *, resize: bool = False,
+                    name: str = "target_pose") -> tuple[Tensor, Tensor | None]:
+        """The pose's half: the pose latent z_p (B, C, h, w) and g_p + l_p (B, 1, D) (or None). Accepts
+        keypoints or rendered skeletons (see ``__call__``)."""
+        cfg, dev, dt = self.config, self.device, self.dtype
+        pose = to_image_tensor(_render_keypoints(target_pose, cfg.image_size), name=name, size=cfg.image_size,
+                               value_range="[0,1]", device=dev, dtype=dt, resize=resize)  # (B, 3, H, W) in [0, 1]
+        z_p = self.codec.encode(pose * 2 - 1).to(dt)                                # pose latent from [-1, 1]
+        f_pose = self.pose_encoder(pose).to(dt) if "global_pose" in cfg.branches else None     # (B, 257, 768)
+        return z_p, self.model.pose_branches(z_p=z_p, f_pose=f_pose)
+
+    @torch.no_grad()
+    def encode_condition(self, source_image: Any, target_pose: Any, *, resize: bool = False) -> Condition:
+        """Everything that depends only on (source, pose), computed once per sample (never per step):
+        VAE latents of the source and the rendered pose, DINOv2 tokens, and the aggregated vector y."""
+        z_s, source_part = self.encode_source(source_image, resize=resize)
+        z_p, pose_part = self.encode_pose(target_pose, resize=resize)
+        if z_s.shape[0] != z_p.shape[0]:
+            raise ValueError(f"target_pose: batch size {z_p.shape[0]} does not match source_image batch size "
+                             f"{z_s.shape[0]}. Pass one pose per source image (or a single one of each).")
+        return self.model.combine_condition(source_part, pose_part, z_s=z_s, z_p=z_p)
 
     def prepare_noise(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """x1 ~ N(0, I): (B, C, h, w), drawn on the generator's device (CPU if none) so seeds agree across devices."""
@@ -329,7 +343,3 @@ def _log_fallback_once(reason: str) -> None:
     if reason not in _logged:
         _logged.add(reason)
         logger.warning("rpfm: CUDA-graph sampler unavailable (%s); sampling with the eager loop.", reason)
-
-
-def _opt(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if t is None else t.to(dtype)

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from .flow import check_guidance_scale
-from .images import to_image_tensor, to_output
+from .images import to_output
 from .samplers import check_num_steps
 
 
@@ -64,29 +63,19 @@ class PoseStreamer:
         self.shared_noise = shared_noise
         self.generator = generator
         self.stats = StreamStats()
-        cfg, dev, dt = pipe.config, pipe.device, pipe.dtype
-        with torch.no_grad():
-            src = to_image_tensor(source_image, name="source_image", size=cfg.image_size, value_range="[-1,1]",
-                                  device=dev, dtype=dt, resize=resize)                 # (1, 3, H, W)
-            if src.shape[0] != 1:
-                raise ValueError(f"source_image: a stream has one source person, got a batch of {src.shape[0]}. "
-                                 f"Make one streamer per source.")
-            self.z_s = pipe.codec.encode(src).to(dt)                                    # (1, C, h, w)
-            f_src = pipe.source_encoder(src).to(dt) if "global_source" in cfg.branches else None
-            self.source_part = pipe.model.source_branches(z_s=self.z_s, f_src=f_src)   # (1, 1, D) or None
+        self.z_s, self.source_part = pipe.encode_source(source_image, resize=resize)    # (1, C, h, w), (1, 1, D)
+        if self.z_s.shape[0] != 1:
+            raise ValueError(f"source_image: a stream has one source person, got a batch of {self.z_s.shape[0]}. "
+                             f"Make one streamer per source.")
         self._noise = pipe.prepare_noise(1, generator) if shared_noise else None
 
     @torch.no_grad()
     def __call__(self, pose: Any):
         t0 = time.perf_counter()
-        pipe, cfg = self.pipe, self.pipe.config
-        p = to_image_tensor(pose, name="pose", size=cfg.image_size, value_range="[0,1]", device=pipe.device,
-                            dtype=pipe.dtype, resize=self.resize)                        # (F, 3, H, W)
-        z_p = pipe.codec.encode(p * 2 - 1).to(pipe.dtype)
-        f_pose = pipe.pose_encoder(p).to(pipe.dtype) if "global_pose" in cfg.branches else None
-        cond = pipe.model.combine_condition(self.source_part, pipe.model.pose_branches(z_p=z_p, f_pose=f_pose),
-                                            z_s=self.z_s, z_p=z_p)
-        F = p.shape[0]
+        pipe = self.pipe
+        z_p, pose_part = pipe.encode_pose(pose, resize=self.resize, name="pose")       # (F, C, h, w)
+        cond = pipe.model.combine_condition(self.source_part, pose_part, z_s=self.z_s, z_p=z_p)
+        F = z_p.shape[0]
         x1 = self._noise.expand(F, -1, -1, -1).contiguous() if self.shared_noise else \
             pipe.prepare_noise(F, self.generator)
         x0, _, _ = pipe._sample(cond, x1, num_steps=self.num_steps, guidance_scale=self.guidance_scale,

@@ -127,8 +127,8 @@ def test_tensor_dataset_file_round_trip_and_checks(tmp_path):
 def test_registry_errors_and_registration(tmp_path):
     with pytest.raises(FileNotFoundError, match="path '.*nope' does not exist"):
         build_dataset({"name": "tensors", "path": str(tmp_path / "nope")})
-    with pytest.raises(ValueError, match="unknown name 'lmdb'. Registered datasets: \\[.*'tensors'"):
-        build_dataset({"name": "lmdb"})
+    with pytest.raises(ValueError, match="unknown name 'webdataset'. Registered datasets: \\[.*'tensors'"):
+        build_dataset({"name": "webdataset"})
     with pytest.raises(ValueError, match="dataset 'tensors': bad options"):
         build_dataset({"name": "tensors", "path": str(tmp_path), "flip": True})
     register_dataset("test-six", lambda: pairs())

@@ -7,16 +7,8 @@ Layout under ``root`` (spec §4.4–4.6)::
     fasion-resize-pairs-{train,test}.csv       header "from,to" (GFLA split: 101,966 train / 8,570 test)
     meta.json                                  optional; rpfm's synthetic set records "keypoint_frame" here
 
-Items follow the trainer's contract: ``{"source": (3, S, S) in [-1, 1], "target": (3, S, S) in [-1, 1],
-"target_pose": (3, S, S) in [0, 1]}`` plus ``"source_name"``/``"target_name"``. Images are stretched to S x S
-(bicubic, no padding: spec §4.5); keypoints follow. The skeleton is rendered with the X-MDPT renderer in a 256 x 256
-frame (the scale its radius-4 joints and width-4 limbs were designed for) and resized to S when S != 256, so small
-models see the same drawing, only smaller.
-
-Training augmentation (``augment=True``, the default for the train split; spec §4.5): up-scale by 1 + U(0, 0.05)
-and crop back at a random offset, horizontal flip with p = 0.5 (images and skeletons together, no left/right
-relabelling), and a source/target swap with p = 0.5 (the pose then comes from the new target). Randomness comes
-from (seed, epoch, index) only, so a resumed or distributed run sees the same items (call ``set_epoch``).
+Items, the S x S stretch, the skeleton rendering and the X-MDPT training augmentation (``augment=True``, the default
+for the train split) are shared with the LMDB layout: see ``rpfm.data.pair_base``.
 """
 from __future__ import annotations
 
@@ -24,17 +16,18 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import Dataset
 
 from ..pose.formats import DEEPFASHION_SIZE, read_cfld_annotations
 from ..pose.keypoints import Keypoints
-from ..pose.render import render_pose_tensor
+from .pair_base import SPLITS, PairDatasetBase
 
-SPLITS = ("train", "test")
+__all__ = ["SPLITS", "PairFolderDataset", "read_meta", "read_pairs"]
+
+
+def read_meta(root: Path) -> dict:
+    """``root/meta.json`` as a dict ({} when absent): rpfm's synthetic set records its keypoint frame there."""
+    return json.loads((root / "meta.json").read_text()) if (root / "meta.json").is_file() else {}
 
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -59,7 +52,7 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-class PairFolderDataset(Dataset):
+class PairFolderDataset(PairDatasetBase):
     """Pairs of one person in two poses, CFLD/GFLA layout (see the module docstring)."""
 
     def __init__(self, root: str | Path, split: str = "train", *, image_size: int = 256, augment: bool | None = None,
@@ -68,12 +61,10 @@ class PairFolderDataset(Dataset):
         if not root.is_dir():
             raise FileNotFoundError(f"dataset root: no folder at '{root}'. Generate the synthetic set with "
                                     f"`rpfm data synth --out {root}` or point to a DeepFashion CFLD-layout folder.")
-        if split not in SPLITS:
-            raise ValueError(f"split: expected one of {SPLITS}, got {split!r}.")
-        meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").is_file() else {}
+        super().__init__(split, image_size=image_size, augment=augment, seed=seed)
+        meta = read_meta(root)
         frame = tuple(keypoint_frame or meta.get("keypoint_frame") or DEEPFASHION_SIZE)
-        self.root, self.split, self.image_size, self.seed = root, split, int(image_size), int(seed)
-        self.augment = (split == "train") if augment is None else bool(augment)
+        self.root = root
         self.image_dir = root / meta.get("image_dirs", {}).get(split, f"{split}_highres")
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"dataset: no image folder '{self.image_dir}'.")
@@ -84,16 +75,8 @@ class PairFolderDataset(Dataset):
                 if name not in self.keypoints:
                     raise ValueError(f"pairs: fasion-resize-pairs-{split}.csv line {lineno} names {name!r}, which has "
                                      f"no row in fasion-resize-annotation-{split}.csv. Fix or drop the pair.")
-        self.epoch = 0
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    # ------------------------------------------------------------------ loading
-    def _image(self, name: str) -> torch.Tensor:
+    def _open_image(self, name: str) -> Image.Image:
         path = self.image_dir / name
         if not path.is_file():
             alt = path.with_suffix(".png")   # PIDM stores DeepFashion .jpg names as .png
@@ -101,39 +84,7 @@ class PairFolderDataset(Dataset):
                 raise FileNotFoundError(f"dataset: image '{name}' listed in the pairs is missing from "
                                         f"'{self.image_dir}'.")
             path = alt
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (self.image_size, self.image_size):
-                im = im.resize((self.image_size, self.image_size), Image.BICUBIC)    # the 176 -> 256 stretch
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()                 # (3, S, S) in [0, 1]
+        return Image.open(path)
 
-    def __getitem__(self, index: int) -> dict:
-        src_name, tgt_name = self.pairs[index]
-        S = self.image_size
-        src, tgt = self._image(src_name), self._image(tgt_name)
-        kp_src = self.keypoints[src_name].resize((S, S))
-        kp_tgt = self.keypoints[tgt_name].resize((S, S))
-        if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            if rng.random() < 0.5:                                                    # swap roles (X-MDPT)
-                src, tgt, kp_src, kp_tgt = tgt, src, kp_tgt, kp_src
-                src_name, tgt_name = tgt_name, src_name
-            scale = 1.0 + rng.uniform(0.0, 0.05)
-            big = int(round(S * scale))
-            top, left = (int(rng.integers(0, big - S + 1)) for _ in range(2))
-            flip = rng.random() < 0.5
-            src, tgt = (self._scale_crop(x, big, top, left, flip) for x in (src, tgt))
-            kp_tgt = kp_tgt.resize((big, big)).crop(top, left, (S, S))
-            if flip:
-                kp_tgt = kp_tgt.hflip()
-        return {"source": src * 2 - 1, "target": tgt * 2 - 1, "target_pose": render_pose_tensor(kp_tgt, S),
-                "source_name": src_name, "target_name": tgt_name}
-
-    @staticmethod
-    def _scale_crop(x: torch.Tensor, big: int, top: int, left: int, flip: bool) -> torch.Tensor:
-        S = x.shape[-1]
-        x = F.interpolate(x[None], size=(big, big), mode="bilinear", align_corners=False)[0]
-        x = x[:, top:top + S, left:left + S].clamp(0, 1)
-        return x.flip(-1) if flip else x
-
+    def _keypoints(self, name: str) -> Keypoints:
+        return self.keypoints[name].resize((self.image_size, self.image_size))

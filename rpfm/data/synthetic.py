@@ -538,8 +538,8 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 # ============================================================================================ CLI
 def add_cli(subparsers: Any) -> argparse._SubParsersAction:
-    """Register ``data synth`` on the top-level ``subparsers``; returns the ``data`` sub-command group."""
-    data = subparsers.add_parser("data", help="data sets: generate the synthetic benchmark",
+    """Register ``data synth`` (and ``data to-lmdb``) on the top-level ``subparsers``; returns the ``data`` group."""
+    data = subparsers.add_parser("data", help="data sets: generate the synthetic benchmark, convert to LMDB",
                                  description="Data set tools.")
     sub = data.add_subparsers(dest="data_command", required=True)
     p = sub.add_parser("synth", help="generate the synthetic pose-transfer benchmark (CFLD/GFLA layout)",
@@ -554,6 +554,9 @@ def add_cli(subparsers: Any) -> argparse._SubParsersAction:
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out identities (default: 0.2)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(func=_cmd_synth)
+    from .lmdb_convert import add_cli as add_lmdb_cli
+
+    add_lmdb_cli(sub)
     return sub
 
 

@@ -137,6 +137,22 @@ def _folder(**options) -> Dataset:
     return PairFolderDataset(**options)
 
 
+@register_dataset("lmdb")
+def _lmdb(**options) -> Dataset:
+    """The PIDM/X-MDPT LMDB layout (DeepFashion, ``rpfm data to-lmdb`` output): see rpfm.data.lmdb_pairs."""
+    from ..data.lmdb_pairs import PairLMDBDataset
+
+    return PairLMDBDataset(**options)
+
+
+@register_dataset("auto")
+def _auto(**options) -> Dataset:
+    """Either layout, detected from ``root`` (rpfm.data.layouts.open_dataset)."""
+    from ..data.layouts import open_dataset
+
+    return open_dataset(**options)
+
+
 @register_dataset("stick_figures")
 def stick_figures(size: int = 256, image_size: int = 64, seed: int = 0) -> TensorPairDataset:
     """Synthetic pairs drawn with ``rpfm.demo``: one flat-shaded figure, poses interpolated between standing and

@@ -229,7 +229,8 @@ class RPFMPipeline:
     def __call__(self, source_image: Any, target_pose: Any, *, num_steps: int = 60, guidance_scale: float = 1.1,
                  solver: str = "euler", generator: torch.Generator | None = None, output_type: str = "pil",
                  return_dict: bool = True, sampler_backend: str = "auto", resize: bool = False,
-                 atol: float = 1e-5, rtol: float = 1e-5) -> RPFMOutput | tuple:
+                 atol: float = 1e-5, rtol: float = 1e-5, pose_from: str = "auto",
+                 pose_estimator: Any = None) -> RPFMOutput | tuple:
         """Generate the source person in the target pose.
 
         Args:
@@ -246,6 +247,11 @@ class RPFMPipeline:
             output_type: "pil", "np", "pt" or "latent".
             sampler_backend: "auto" (the C++ CUDA-graph sampler on CUDA for fixed-step solvers when built, else
                 eager), "graph" (require it) or "eager".
+            pose_from: how to read ``target_pose``: "auto" (Keypoints are rendered, images are rendered skeletons),
+                "keypoints", "image" (a rendered skeleton), or "photo": a photo of a person (PIL image, (H, W, 3)
+                uint8 array, path, or a list) whose pose is estimated, mapped to the model frame and rendered.
+            pose_estimator: the estimator for pose_from="photo" (``rpfm.pose.load_estimator(...)``); default
+                BlazePose, built on first use and kept on the pipeline. A photo with nobody in it raises ValueError.
 
         Returns:
             :class:`RPFMOutput` (or ``(images,)`` when ``return_dict=False``).
@@ -259,6 +265,10 @@ class RPFMPipeline:
             raise ValueError(f"sampler_backend: unknown value {sampler_backend!r}. Choose one of "
                              f"{list(SAMPLER_BACKENDS)}.")
 
+        if pose_from != "auto" or pose_estimator is not None:
+            from .pose.estimate import resolve_target_pose
+
+            target_pose = resolve_target_pose(target_pose, pose_from, pose_estimator, owner=self)
         cond = self.encode_condition(source_image, target_pose, resize=resize)
         x1 = self.prepare_noise(cond.batch_size, generator)
         x0, nfe, sampler_name = self._sample(cond, x1, num_steps=num_steps, guidance_scale=guidance_scale,

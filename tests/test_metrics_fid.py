@@ -142,6 +142,27 @@ def test_npz_round_trip(tmp_path):
         FeatureStats.load(path, expect_extractor="torchvision-inception-v3:cfld:x.pth")
 
 
+def test_npz_metadata_round_trip(tmp_path):
+    """Provenance stored as JSON text (rpfm eval compares it before reusing a real-set cache)."""
+    meta = {"root": "/data/deepfashion", "split": "train", "images": 48674, "frame": [256, 176]}
+    acc = RunningStats(extractor="x", meta=meta)
+    acc.update(features(10, seed=13))
+    path = acc.finalize().save(tmp_path / "real.npz")
+    back = FeatureStats.load(path)
+    assert back.meta == meta and back.extractor == "x"
+    with np.load(path, allow_pickle=False) as z:                  # plain text inside the archive, not a pickle
+        assert z["meta"].dtype.kind == "U"
+    old = tmp_path / "old.npz"                                      # files from before metadata existed still load
+    np.savez(old, mu=back.mu, sigma=back.sigma, n=np.int64(10), extractor=np.str_("x"))
+    assert FeatureStats.load(old).meta == {}
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, mu=back.mu, sigma=back.sigma, n=np.int64(10), meta=np.str_("[1, 2]"))
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        FeatureStats.load(bad)
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        FeatureStats.from_features(features(5), meta={"x": object()})
+
+
 def test_npz_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="no file"):
         FeatureStats.load(tmp_path / "missing.npz")

@@ -20,11 +20,13 @@ via :class:`FeatureStats` (read with ``allow_pickle=False``: a cache file can ne
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,13 +125,16 @@ class FeatureStats:
     """Gaussian statistics of a feature set: mean (D,), covariance (D, D) (float64, ``np.cov`` with N-1), count.
 
     ``extractor`` names the network that produced the features (e.g. ``rpfm.metrics.inception`` extractors'
-    ``.name``), so a cache computed with one Inception is not silently compared with another.
+    ``.name``), so a cache computed with one Inception is not silently compared with another. ``meta`` is free
+    JSON-serialisable provenance (``rpfm eval`` records the dataset root, split, image count and resize there and
+    reuses a cache only when it matches); it is stored as a JSON string, never pickled.
     """
 
     mu: np.ndarray
     sigma: np.ndarray
     n: int
     extractor: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         mu = np.asarray(self.mu, dtype=np.float64)
@@ -142,21 +147,31 @@ class FeatureStats:
         object.__setattr__(self, "sigma", sigma)
         object.__setattr__(self, "n", int(self.n))
         object.__setattr__(self, "extractor", str(self.extractor))
+        try:
+            meta = json.loads(json.dumps(dict(self.meta), sort_keys=True))   # a plain, JSON-round-tripped copy
+        except (TypeError, ValueError) as err:
+            msg = f"FeatureStats: meta must be a JSON-serialisable dict, got {self.meta!r} ({err})."
+            raise ValueError(msg) from err
+        object.__setattr__(self, "meta", meta)
 
     @classmethod
-    def from_features(cls, features: np.ndarray, extractor: str = "") -> "FeatureStats":
+    def from_features(cls, features: np.ndarray, extractor: str = "",
+                      meta: dict[str, Any] | None = None) -> "FeatureStats":
         """Statistics of features (N, D) (numpy or torch; computed in float64)."""
         f = _as_features(features, "features")
-        return cls(mu=f.mean(axis=0), sigma=np.cov(f, rowvar=False), n=f.shape[0], extractor=extractor)
+        return cls(mu=f.mean(axis=0), sigma=np.cov(f, rowvar=False), n=f.shape[0], extractor=extractor,
+                   meta=meta or {})
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``mu``, ``sigma``, ``n`` and ``extractor`` to an ``.npz`` file (atomically, no pickled objects)."""
+        """Write ``mu``, ``sigma``, ``n``, ``extractor`` and ``meta`` (as JSON text) to an ``.npz`` file (atomically,
+        no pickled objects)."""
         path = Path(path)
         if path.suffix != ".npz":
             raise ValueError(f"path: FeatureStats are saved as .npz, got '{path}'. Use a name ending in .npz.")
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:                             # a file object: np.savez must not add ".npz"
-                np.savez(f, mu=self.mu, sigma=self.sigma, n=np.int64(self.n), extractor=np.str_(self.extractor))
+                np.savez(f, mu=self.mu, sigma=self.sigma, n=np.int64(self.n), extractor=np.str_(self.extractor),
+                         meta=np.str_(json.dumps(self.meta, sort_keys=True)))
         return path
 
     @classmethod
@@ -179,8 +194,15 @@ class FeatureStats:
         if missing:
             raise ValueError(f"stats: '{path}' lacks {sorted(missing)}; it was not written by FeatureStats.save. "
                              "Recompute it.")
+        try:
+            meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"stats: '{path}' has unreadable metadata ({err}). Recompute it.") from err
+        if not isinstance(meta, dict):
+            raise ValueError(f"stats: '{path}' has metadata of type {type(meta).__name__}, expected a JSON object. "
+                             "Recompute it.")
         stats = cls(mu=arrays["mu"], sigma=arrays["sigma"], n=int(arrays["n"]),
-                    extractor=str(arrays.get("extractor", "")))
+                    extractor=str(arrays.get("extractor", "")), meta=meta)
         if expect_extractor is not None and stats.extractor != expect_extractor:
             raise ValueError(f"stats: '{path}' was computed with extractor {stats.extractor!r}, but "
                              f"{expect_extractor!r} is in use. Recompute the statistics with this extractor, or "
@@ -199,8 +221,9 @@ class RunningStats:
     result equals ``FeatureStats.from_features`` on the concatenated features up to float64 round-off.
     """
 
-    def __init__(self, extractor: str = "") -> None:
+    def __init__(self, extractor: str = "", meta: dict[str, Any] | None = None) -> None:
         self.extractor = extractor
+        self.meta = dict(meta or {})
         self.n = 0
         self._mean: np.ndarray | None = None
         self._m2: np.ndarray | None = None                          # sum of outer products of deviations
@@ -226,7 +249,8 @@ class RunningStats:
     def finalize(self) -> FeatureStats:
         if self._mean is None or self.n < 2:
             raise ValueError(f"RunningStats: need at least 2 features for a covariance, got {self.n}.")
-        return FeatureStats(mu=self._mean.copy(), sigma=self._m2 / (self.n - 1), n=self.n, extractor=self.extractor)
+        return FeatureStats(mu=self._mean.copy(), sigma=self._m2 / (self.n - 1), n=self.n, extractor=self.extractor,
+                            meta=self.meta)
 
 
 def fid_from_features(features1: np.ndarray, features2: np.ndarray, **kwargs) -> float:

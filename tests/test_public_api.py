@@ -33,3 +33,17 @@ def test_import_without_extension_and_light_import():
                          env={**__import__("os").environ, "RPFM_DISABLE_EXT": "1"})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("eager")
+
+
+def test_no_folder_above_the_checkout_on_sys_path():
+    # install.sh drops the checkout's parent that scikit-build-core's editable .pth adds for the kernels mapping:
+    # a stray module beside the clone (e.g. /tmp/h2.py) once shadowed a real package that huggingface_hub imports
+    import os
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-c", "import sys; print('\\n'.join(sys.path))"], capture_output=True,
+                         text=True, timeout=60, cwd=root / "tests", env={**os.environ, "PYTHONPATH": ""})
+    ancestors = set(root.parents)
+    bad = [p for p in res.stdout.splitlines() if p and pathlib.Path(p).resolve() in ancestors]
+    assert not bad, f"sys.path holds folders above the checkout {root}: {bad}"

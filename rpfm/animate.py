@@ -205,7 +205,10 @@ def poses_from_video(path: str | os.PathLike, estimator: str | Estimator | None 
 
     frames = iter_frames(path, max_frames=max_frames, name="driving")
     fps = video_fps(path, name="driving")
-    d = poses_from_frames(frames, get_estimator(estimator), keep_frames=keep_frames, source=f"driving: {path}")
+    # BlazePose in video mode tracks the person from frame to frame (steadier joints than one detection per frame)
+    video_mode = {"mode": "video"} if estimator in (None, "blazepose") else {}
+    d = poses_from_frames(frames, get_estimator(estimator, **video_mode), keep_frames=keep_frames,
+                          source=f"driving: {path}")
     d.fps = fps
     return d
 

@@ -303,3 +303,23 @@ def test_cli_from_a_driving_video(demo, tmp_path, capsys, monkeypatch):
     assert calls == [(96, 80, 3)] * 4 + [(64, 64, 3)]
     video = read_video(tmp_path / "out.mp4")
     assert len(video.frames) == 4 and video.size == (64, 64) and video.fps == 8
+
+
+def test_driving_video_of_a_real_photo_is_tracked_with_blazepose(tmp_path):
+    # a real photograph (skimage's astronaut) panned 4 px per frame, written as H.264 and read back: the default
+    # estimator (BlazePose, video mode) must find her in every frame and the nose must follow the pan
+    pytest.importorskip("mediapipe")
+    import skimage.data
+
+    from rpfm.video import write_video
+
+    photo = skimage.data.astronaut()                                   # 512 x 512, face around x 200-260, y 60-160
+    frames = [Image.fromarray(np.roll(photo, 4 * i, axis=1)[:, 64:448]) for i in range(6)]
+    write_video(tmp_path / "pan.mp4", frames, fps=10)
+    d = load_driving(tmp_path / "pan.mp4")
+    assert len(d.poses) == 6 and all(d.found)
+    nose = np.array([kp.xy[0] for kp in d.poses])
+    assert (nose >= 0).all()
+    steps = np.diff(nose[:, 0])
+    assert np.all(np.abs(steps - 4) < 3), steps                        # moves with the pan, 4 px per frame
+    assert np.all(np.abs(np.diff(nose[:, 1])) < 3)                     # and not vertically

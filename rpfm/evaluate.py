@@ -156,18 +156,17 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
         result["lpips_error"] = lpips_error
     if fid_extractor is not None:
         frame = tuple(result["metric_size"])
+        real_set = fid_real_dataset if fid_real_dataset is not None else dataset
         try:
-            real, how = real_fid_stats(fid_extractor, fid_real_dataset if fid_real_dataset is not None else dataset,
-                                       frame, cache=fid_stats)
+            real, how = real_fid_stats(fid_extractor, real_set, frame, cache=fid_stats)
             values, skipped = fid_rows(fid_extractor, candidates, real, frame, method=fid_method)
         except (ValueError, FileNotFoundError, RuntimeError) as err:
             result["fid"] = {"error": f"{err}"}
         else:
             for name, value in values.items():
                 result["rows"][name]["fid"] = value
-            real_split = (fid_real_dataset if fid_real_dataset is not None else dataset).split
             result["fid"] = {"extractor": fid_extractor.name, "generated_images": n, "real_images": real.n,
-                             "real_split": real_split, "frame": list(frame), "real_stats": how,
+                             "real_split": real_set.split, "frame": list(frame), "real_stats": how,
                              "method": fid_method, "not_computed": skipped}
     elif fid_status:
         result["fid"] = dict(fid_status)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -62,3 +64,12 @@ def requires_ext(test):
 def requires_cuda(test):
     """Marked `ext` and `cuda`; skipped unless a GPU and a CUDA build of rpfm._C are present."""
     return pytest.mark.cuda(requires_ext(_skip_no_cuda(test)))
+
+
+def run_python(code: str, env: dict | None = None, **kwargs) -> str:
+    """Run ``python -c code`` in a fresh interpreter of this environment (``env`` on top of os.environ) and return
+    its stdout; a non-zero exit fails the test with the child's stderr."""
+    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, **(env or {})}, capture_output=True,
+                         text=True, timeout=120, **kwargs)
+    assert res.returncode == 0, res.stderr
+    return res.stdout

@@ -3,8 +3,6 @@ and the guarded import in rpfm._ext. CUDA cases run only where the extension was
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ import torch
 from rpfm import _ext
 from rpfm.ops.reference import euler_cfg_step_ref
 
-from .conftest import requires_cuda, requires_ext
+from .conftest import requires_cuda, requires_ext, run_python
 
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -163,9 +161,7 @@ def test_meta_kernel_checks_shapes():
 # ---------------------------------------------------------------------------------------------------- _ext
 def _ext_state(env: dict) -> str:
     code = "import rpfm._ext as e; print(e.HAS_EXT); print(e.EXT_REASON)"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return out.stdout
+    return run_python(code, env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_disable_env_reports_reason():
@@ -177,8 +173,7 @@ def test_disable_env_reports_reason():
 def test_disabled_extension_raises_with_reason():
     code = ("import rpfm._ext as e\n"
             "try:\n    e.extension()\nexcept RuntimeError as err:\n    print('raised:', err)\n")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RPFM_DISABLE_EXT": "1"},
-                         capture_output=True, text=True, check=True).stdout
+    out = run_python(code, {"RPFM_DISABLE_EXT": "1"})
     assert out.startswith("raised:") and "RPFM_DISABLE_EXT" in out
 
 
@@ -264,6 +259,4 @@ def test_extension_built_for_another_torch_is_refused_not_crashed():
             "assert not e.HAS_EXT, e.EXT_REASON; assert 'built for torch' in e.EXT_REASON and '9.9.9' in "
             "e.EXT_REASON, e.EXT_REASON; from rpfm import ops; "
             "print(ops.resolve('euler_cfg_step', device='cpu', dtype=torch.float32).name)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "eager"
+    assert run_python(code).strip() == "eager"

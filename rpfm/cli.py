@@ -1,4 +1,4 @@
-"""Command line: ``rpfm demo|generate|convert|data|pose|train|export|eval|bench|animate|env``.
+"""Command line: ``rpfm demo|generate|convert|data|pose|train|export|eval|bench|animate|serve|env``.
 
 Run ``rpfm COMMAND --help`` for details. Each command group registers itself with an ``add_cli(subparsers)``.
 """
@@ -169,12 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.synthetic import add_cli as add_data_cli
     from .evaluate import add_cli as add_eval_cli
     from .pose.cli import add_cli as add_pose_cli
+    from .serve.cli import add_cli as add_serve_cli
     from .speed import add_cli as add_bench_cli
     from .train.cli import add_cli as add_train_cli
     from .train.codec_cli import add_cli as add_codec_cli
 
     for add in (add_data_cli, add_pose_cli, add_train_cli, add_codec_cli, add_eval_cli, add_bench_cli,
-                add_animate_cli):
+                add_animate_cli, add_serve_cli):
         add(sub)
 
     env = sub.add_parser("env", help="print versions, devices and the backend chosen for every op")

@@ -385,8 +385,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_cli(sub) -> None:
+    from .cli_support import plain
+
     p = sub.add_parser("bench", help="time the whole pipeline with the paper's speed protocol, per stage",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example: rpfm bench --preset RPFM-B/2 --device cuda --variants ours,eager-bf16 "
                        "--out bench.json")
     src = p.add_mutually_exclusive_group()

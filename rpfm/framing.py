@@ -126,7 +126,15 @@ def frame_keypoints(kp: Any, size: int, mode: str | None, box: Any = None) -> An
 
 
 __all__ = ["RESIZE_MODES", "DEFAULT_MARGIN", "Window", "check_resize", "square_window", "apply_window",
-           "resize_square", "keypoints_box", "frame_keypoints"]
+           "resize_square", "keypoints_box", "frame_keypoints", "model_pose_image", "estimate_person_box"]
+
+
+def model_pose_image(kp: Any, size: int, mode: str | None = None) -> Tensor:
+    """What the model sees for keypoints ``kp`` (in their photo's frame): the skeleton rendered in the model's
+    ``size`` x ``size`` frame after framing the photo with ``mode``; (3, S, S) float32 in [0, 1]."""
+    from .pose.render import render_pose_tensor
+
+    return render_pose_tensor(frame_keypoints(kp, size, mode), size)
 
 
 def estimate_person_box(image: Any, owner: Any = None) -> tuple[float, float, float, float] | None:

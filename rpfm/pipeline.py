@@ -475,16 +475,14 @@ def _render_keypoints(target_pose: Any, image_size: int, resize: bool | str = Fa
     """Keypoints (or a list of them) -> rendered pose tensors (B, 3, S, S), framed into the model's square as a
     photo of their frame would be with ``resize`` ("crop": around the joints; "fit": padded; else stretched);
     anything else passes through."""
-    from .framing import check_resize, frame_keypoints
+    from .framing import check_resize, model_pose_image
     from .pose.keypoints import Keypoints
-    from .pose.render import render_pose_tensor
 
     mode = check_resize(resize)
     if isinstance(target_pose, Keypoints):
         target_pose = [target_pose]
     if isinstance(target_pose, (list, tuple)) and target_pose and all(isinstance(k, Keypoints) for k in target_pose):
-        return torch.stack([render_pose_tensor(frame_keypoints(k, image_size, mode), image_size)
-                            for k in target_pose])
+        return torch.stack([model_pose_image(k, image_size, mode) for k in target_pose])
     return target_pose
 
 

@@ -69,7 +69,10 @@ def test_rpfm_bench_cli_writes_the_report(tmp_path, capsys):
     assert report["results"][1]["backends"]["attention"] == "math"          # eager reference everywhere
     for r in report["results"]:
         assert set(r["stages_ms"]) == set(STAGES) and r["total_ms"]["std"] >= 0
+        mem = r["peak_memory_mb"]
+        assert mem["kind"].startswith("peak RSS") and mem["whole"] == max(mem[s] for s in STAGES) > 10
     table = capsys.readouterr().out
+    assert "peak memory MiB" in table
     assert "| ours-fp32 |" in table and "batch 2" in table and report["table"] in table
 
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -540,23 +539,10 @@ def side_by_side(outputs: Sequence[Any], poses: Sequence[Keypoints], driving: Dr
 # ============================================================================================ command line
 def _progress_bar(total: int, enabled: bool = True) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """(update(done, total), close()) — a tqdm bar on stderr when tqdm imports, else a plain stderr line."""
-    if not enabled:
-        return (lambda done, n: None), (lambda: None)
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        bar = tqdm(total=total, desc="animate", unit="frame", file=sys.stderr, dynamic_ncols=True)
-        return (lambda done, n: bar.update(done - bar.n)), bar.close
-    t0 = time.perf_counter()
+    from .progress import ProgressBar
 
-    def update(done: int, n: int) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        print(f"\ranimate {done}/{n} frames ({rate:.1f} frames/s)", end="" if done < n else "\n", file=sys.stderr,
-              flush=True)
-
-    return update, (lambda: None)
+    bar = ProgressBar(total, desc="animate", unit="frame", disable=not enabled)
+    return (lambda done, n: bar.set(done)), bar.close
 
 
 def _parse_hw(text: str) -> tuple[int, int]:

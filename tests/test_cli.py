@@ -1,4 +1,5 @@
 """The command line: help texts, demo, generate and convert on tiny models, and clean errors."""
+import re
 import subprocess
 import sys
 
@@ -17,12 +18,15 @@ from rpfm.model import RPFM
 from .conftest import randomize
 
 
-@pytest.mark.parametrize("command", ["demo", "generate", "convert", "env"])
+@pytest.mark.parametrize("command", ["demo", "generate", "convert", "assemble", "pose", "train", "export", "eval",
+                                     "bench", "animate", "env", "data synth", "data to-lmdb"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as e:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert e.value.code == 0
-    assert "usage: rpfm " + command in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "usage: rpfm " + command in text
+    assert "``" not in text and not re.search(r":(func|class|mod|meth):", text), text   # plain text, no reST
 
 
 def test_demo_writes_png(tmp_path):

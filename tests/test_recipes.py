@@ -111,7 +111,8 @@ def test_recipe_trains_two_steps_end_to_end(name, components, deepfashion, tmp_p
     # The CFLD evaluation protocol on the test split: metrics in the 256 x 176 frame (FID off: no weights here).
     assert main(["eval", "--model", str(tmp_path / "model"), "--data", str(deepfashion), "--out",
                  str(tmp_path / "eval"), "--steps", "2", "--guidance", "1.1", "--metric-size", "256x176",
-                 "--fid", "off", "--no-progress"]) == 0
+                 "--fid", "off"]) == 0
+    assert "eval: generating" in capsys.readouterr().err           # a progress bar while it generates
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert len(list((tmp_path / "eval" / "images").glob("*.png"))) == 2
     assert "ssim" in json.dumps(metrics).lower()

@@ -41,7 +41,8 @@ def test_protocol_runs_what_it_says(tmp_path):
     t0 = time.perf_counter()
     r = bench_variant(make, "ours", protocol, torch.device("cpu"))
     wall_ms = (time.perf_counter() - t0) * 1e3
-    assert calls == [4] * (3 * (2 + 3))                       # (warm-up + timed runs) x steps, CFG batch 2 x 2
+    # (warm-up + timed runs + the untimed run that measures peak memory) x steps, CFG batch 2 x 2
+    assert calls == [4] * (3 * (2 + 3 + 1))
     assert r["variant"] == "ours-fp32" and r["dtype"] == "float32" and r["image_size"] == 64
     totals = r["total_ms"]["runs"]
     assert len(totals) == 3 and all(t > 0 for t in totals) and sum(totals) < wall_ms

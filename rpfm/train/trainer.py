@@ -417,6 +417,7 @@ class Trainer:
             from ..pipeline import RPFMPipeline
 
             self._sample_pipe = RPFMPipeline(self.ema.module, self.codec, self.pose_encoder, self.source_encoder)
+            self._sample_pipe.set_progress_bar_config(disable=True)   # the training bar is the one to watch
         return self._sample_pipe
 
     @torch.no_grad()

@@ -189,9 +189,16 @@ def test_static_pose_gives_identical_frames_fresh_noise_does_not(demo):
     pipe, src, src_kp, _ = demo
     poses = [src_kp] * 4
     shared = animate(pipe, src, poses, num_steps=2, batch_size=3)                    # crosses a batch boundary
-    assert len(shared) == 4 and all(np.array_equal(np.asarray(f), np.asarray(shared[0])) for f in shared)
     fresh = animate(pipe, src, poses, num_steps=2, batch_size=3, shared_noise=False)
-    assert not any(np.array_equal(np.asarray(f), np.asarray(fresh[0])) for f in fresh[1:])
+
+    def diff(frames):   # largest per-pixel difference of each later frame from the first (uint8 levels)
+        first = np.asarray(frames[0]).astype(int)
+        return [int(np.abs(np.asarray(f).astype(int) - first).max()) for f in frames[1:]]
+
+    # A batch of 3 and a batch of 1 need not be bitwise equal (BLAS may block rows differently per batch size and
+    # CPU), so "identical" allows one uint8 level of rounding; fresh noise moves pixels by far more.
+    assert len(shared) == 4 and max(diff(shared)) <= 1, diff(shared)
+    assert min(diff(fresh)) > 16, diff(fresh)
 
 
 def test_shared_noise_flickers_less_on_a_slow_motion(demo):

@@ -1,4 +1,4 @@
-"""Command line: ``rpfm demo|generate|convert|data|pose|train|export|eval|bench|animate|env``.
+"""Command line: ``rpfm demo|generate|convert|assemble|data|pose|train|codec|export|eval|bench|animate|serve|env``.
 
 Run ``rpfm COMMAND --help`` for details. Each command group registers itself with an ``add_cli(subparsers)``.
 """
@@ -9,34 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available on this machine. Use --device cpu.")
-    return torch.device(name)
-
-
-def _save(image, path: Path) -> None:
-    from .fileio import atomic_write_bytes
-    import io
-
-    if not path.parent.exists():
-        raise SystemExit(f"--out: the folder '{path.parent}' does not exist. Create it first.")
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+from .cli_support import DTYPES, run  # noqa: F401  (run: the error handler, re-exported for callers)
+from .cli_support import device as _device
+from .cli_support import save_png as _save
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from .demo import grid, load_release
+    from .demo import GRID_LABELS, grid, load_release
 
     device = _device(args.device)
     t0 = time.perf_counter()
@@ -47,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = pipe(sources, poses, num_steps=args.steps, guidance_scale=args.guidance,
                generator=torch.Generator().manual_seed(args.seed))
     rows = [[s, p, o, t] for (_, s, p, t), o in zip(pairs, out.images)]
-    _save(grid(rows), Path(args.out))
+    _save(grid(rows, labels=GRID_LABELS), Path(args.out))
     print(f"wrote {args.out}: {len(rows)} held-out pairs (source | target pose | generated | ground truth) in "
           f"{time.perf_counter() - t0:.2f} s on {device}, {out.nfe} steps, sampler {out.backends['sampler']}")
     return 0
@@ -56,22 +37,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from .batch import generate_batch, jobs_from_folders, jobs_from_pairs_file, load_pose
     from .pipeline import RPFMPipeline
 
+    batch = args.pairs is not None or (args.source is not None and Path(args.source).is_dir())
+    if args.pairs is None and (args.source is None or args.pose is None):
+        raise ValueError("--source and --pose: give both (files for one image, folders for every source x pose), "
+                         "or --pairs pairs.csv.")
+    if args.pairs is not None and (args.source is not None or args.pose is not None):
+        raise ValueError("--pairs: give either --pairs or --source/--pose, not both.")
+    if not batch and Path(args.pose).is_dir():
+        raise ValueError(f"--pose: '{args.pose}' is a folder but --source is a file. Give two folders (every source x "
+                         "every pose) or two files.")
     device = _device(args.device)
     dtype = getattr(torch, DTYPES[args.dtype])
     pipe = RPFMPipeline.from_pretrained(args.model, device=device, dtype=dtype)
-    generator = torch.Generator().manual_seed(args.seed)
+    call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, solver=args.solver,
+                resize=args.resize or False)
     t0 = time.perf_counter()
-    pose = args.pose
-    if Path(pose).suffix.lower() in (".json", ".npy", ".txt"):
-        from .pose.formats import load_keypoints
-
-        # OpenPose / .npy coordinates carry no frame: take them as pixels of an image_size x image_size image
-        size = None if Path(pose).suffix.lower() == ".txt" else (pipe.config.image_size,) * 2
-        pose = load_keypoints(pose, size)
-    out = pipe(args.source, pose, num_steps=args.steps, guidance_scale=args.guidance, solver=args.solver,
-               generator=generator, resize=args.resize)
+    if batch:
+        jobs = jobs_from_pairs_file(args.pairs) if args.pairs else jobs_from_folders(args.source, args.pose)
+        made, skipped = generate_batch(pipe, jobs, args.out, batch_size=args.batch_size, seed=args.seed,
+                                       progress=not args.no_progress, **call)
+        print(f"wrote {made} images to {args.out} in {time.perf_counter() - t0:.2f} s on {device}"
+              + (f" ({skipped} already there, skipped)" if skipped else ""))
+        return 0
+    if args.no_progress:
+        pipe.set_progress_bar_config(disable=True)
+    pose = load_pose(args.pose, pipe.config.image_size)
+    out = pipe(args.source, pose, generator=torch.Generator().manual_seed(args.seed), **call)
     _save(out.images[0], Path(args.out))
     print(f"wrote {args.out} in {time.perf_counter() - t0:.2f} s on {device} (NFE {out.nfe}, {out.backends})")
     return 0
@@ -108,6 +102,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .framing import RESIZE_MODES
     from .samplers import SOLVERS
 
     parser = argparse.ArgumentParser(prog="rpfm", description="Pose-guided person image synthesis with flow "
@@ -125,23 +120,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     demo.set_defaults(func=cmd_demo)
 
-    gen = sub.add_parser("generate", help="generate one image from a source photo and a target pose",
-                         description="Load a pipeline folder (from save_pretrained) and render the person in "
-                         "SOURCE in the pose drawn in POSE (an OpenPose-style skeleton image, RGB on black).",
-                         epilog="example: rpfm generate --model ./rpfm-b2 --source person.png --pose pose.png "
-                         "--out out.png --steps 60 --guidance 1.1")
-    gen.add_argument("--model", required=True, help="pipeline folder written by RPFMPipeline.save_pretrained")
-    gen.add_argument("--source", required=True, help="source person image (image_size x image_size, or --resize)")
-    gen.add_argument("--pose", required=True, help="target pose: keypoints (.json OpenPose or rpfm JSON, .npy, PIDM "
-                     ".txt) or a rendered skeleton image (same size as --source)")
-    gen.add_argument("--out", required=True, help="output PNG path")
+    gen = sub.add_parser("generate", help="generate images from source photos and target poses (one or a batch)",
+                         description="Load a pipeline folder (from save_pretrained; default: the shipped demo model) "
+                         "and render the person in SOURCE in the pose POSE (keypoints or an OpenPose-style skeleton "
+                         "image, RGB on black). Batches: --pairs pairs.csv (header source,pose[,out]) or two "
+                         "folders (every source x every pose), written to the --out folder with a progress bar; "
+                         "images already there are skipped, so an interrupted run resumes.",
+                         epilog="examples: rpfm generate --source person.png --pose pose.json --out out.png   |   "
+                         "rpfm generate --model ./rpfm-b2 --pairs pairs.csv --out results/ --steps 60 --guidance 1.1")
+    gen.add_argument("--model", default="demo",
+                     help="pipeline folder written by RPFMPipeline.save_pretrained (default: demo, the shipped model)")
+    gen.add_argument("--source", help="source person image, or a folder of them (image_size x image_size, or "
+                     "--resize)")
+    gen.add_argument("--pose", help="target pose: keypoints (.json OpenPose or rpfm JSON, .npy, PIDM .txt) or a "
+                     "rendered skeleton image, or a folder of them")
+    gen.add_argument("--pairs", help="CSV with a header source,pose[,out]: one output per row (paths relative to the "
+                     "CSV's folder)")
+    gen.add_argument("--out", required=True, help="output PNG (one pair) or folder (batches)")
+    gen.add_argument("--batch-size", type=int, default=8, help="pairs per pipeline call in batches (default: 8)")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
     gen.add_argument("--steps", type=int, default=60, help="solver steps (default: 60, the paper's NFE)")
     gen.add_argument("--guidance", type=float, default=1.1, help="guidance scale (default: 1.1; 1.0 = off)")
     gen.add_argument("--solver", choices=SOLVERS, default="euler")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     gen.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    gen.add_argument("--resize", action="store_true", help="resize inputs to the model's image size")
+    gen.add_argument("--resize", nargs="?", const="stretch", choices=RESIZE_MODES, default=None,
+                     help="bring inputs of another size to the model's square: crop (square around the person, "
+                     "aspect kept), fit (whole photo, padded) or stretch (the default when --resize has no value)")
     gen.set_defaults(func=cmd_generate)
 
     conv = sub.add_parser("convert", help="turn a checkpoint trained elsewhere into a pipeline folder",
@@ -166,27 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=cmd_convert)
 
     from .animate import add_cli as add_animate_cli
-    from .data.synthetic import add_cli as add_data_cli
+    from .assemble import add_cli as add_assemble_cli
+    from .data.cli import add_cli as add_data_cli
     from .evaluate import add_cli as add_eval_cli
     from .pose.cli import add_cli as add_pose_cli
+    from .serve.cli import add_cli as add_serve_cli
     from .speed import add_cli as add_bench_cli
     from .train.cli import add_cli as add_train_cli
+    from .train.codec_cli import add_cli as add_codec_cli
 
-    for add in (add_data_cli, add_pose_cli, add_train_cli, add_eval_cli, add_bench_cli, add_animate_cli):
+    for add in (add_data_cli, add_pose_cli, add_train_cli, add_codec_cli, add_eval_cli, add_bench_cli,
+                add_animate_cli, add_assemble_cli, add_serve_cli):
         add(sub)
 
     env = sub.add_parser("env", help="print versions, devices and the backend chosen for every op")
     env.set_defaults(func=cmd_env)
     return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run a parsed command; errors meant for users print one line and exit 2 instead of a traceback."""
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"rpfm {args.command}: error: {e}", file=sys.stderr)
-        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

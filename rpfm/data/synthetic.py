@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw
 
 from ..pose.formats import write_cfld_annotations
 from ..pose.keypoints import MISSING, Keypoints
+from .staging import move_into_place
 
 SIZES = (64, 128, 256)
 GENERATOR_VERSION = 1
@@ -519,29 +520,16 @@ def generate_synthetic(out_dir: str | os.PathLike, *, identities: int, images_pe
                 "image_dirs": {"train": "train_highres", "test": "test_highres"}, "background": list(BACKGROUND),
                 **counts}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**meta, "out_dir": str(out), "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():  # empty, or overwrite=True: keep it aside until the new folder is in place
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / "x")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ============================================================================================ CLI
-def add_cli(subparsers: Any) -> argparse._SubParsersAction:
-    """Register ``data synth`` (and ``data to-lmdb``) on the top-level ``subparsers``; returns the ``data`` group."""
-    data = subparsers.add_parser("data", help="data sets: generate the synthetic benchmark, convert to LMDB",
-                                 description="Data set tools.")
-    sub = data.add_subparsers(dest="data_command", required=True)
+def add_synth_cli(sub: Any) -> None:
+    """Register ``synth`` on the ``data`` command's subparsers (see :mod:`rpfm.data.cli`)."""
     p = sub.add_parser("synth", help="generate the synthetic pose-transfer benchmark (CFLD/GFLA layout)",
                        description="Draw procedurally generated people in varying poses and write images, the "
                        "annotation CSV and the pairs CSV in the CFLD/GFLA DeepFashion layout.",
@@ -554,10 +542,6 @@ def add_cli(subparsers: Any) -> argparse._SubParsersAction:
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out identities (default: 0.2)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(func=_cmd_synth)
-    from .lmdb_convert import add_cli as add_lmdb_cli
-
-    add_lmdb_cli(sub)
-    return sub
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

@@ -19,9 +19,12 @@ constexpr const char* kOp = "euler_cfg_step_";
 bool check_euler_cfg_inputs(const at::Tensor& x, const at::Tensor& v, const at::Tensor& dt,
                             const at::Tensor& guidance) {
   const auto st = x.scalar_type();
+  const auto vt = v.scalar_type();
   RPFM_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16, kOp,
              ": x must be float32, float16 or bfloat16, got ", st);
-  RPFM_CHECK_SAME_DTYPE(kOp, v, x);
+  // A float32 state with a low-precision velocity is the samplers' normal case (the ODE state stays fp32).
+  RPFM_CHECK(vt == st || (st == at::kFloat && (vt == at::kHalf || vt == at::kBFloat16)), kOp,
+             ": v must have the dtype of x (", st, "), or be float16/bfloat16 with a float32 x, got ", vt);
   RPFM_CHECK(x.dim() >= 1, kOp, ": x must have a batch dim (B, ...), got a 0-dim tensor");
   RPFM_CHECK(v.dim() == x.dim() && v.sym_sizes().slice(1) == x.sym_sizes().slice(1), kOp,
              ": v must have shape (B, ...) or (2B, ...) with x's trailing dims, got v ", v.sym_sizes(),
@@ -58,13 +61,13 @@ namespace {
 
 // x[i] <- x[i] + dt * (vu[i] + w * (vc[i] - vu[i])), with vc = v[0:n], vu = v[n:2n] (n = x.numel()), because
 // the flat layout of a contiguous (2B, ...) tensor is the B conditional rows followed by the B unconditional ones.
-template <typename scalar_t>
-void euler_cfg_cpu_kernel(scalar_t* x, const scalar_t* v, int64_t n, bool cfg, float dt, float w) {
+template <typename scalar_t, typename v_t>
+void euler_cfg_cpu_kernel(scalar_t* x, const v_t* v, int64_t n, bool cfg, float dt, float w) {
   constexpr int64_t kGrain = 1 << 15;
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
     if (cfg) {
-      const scalar_t* vc = v;
-      const scalar_t* vu = v + n;
+      const v_t* vc = v;
+      const v_t* vu = v + n;
       for (int64_t i = begin; i < end; ++i) {
         const float u = static_cast<float>(vu[i]);
         const float g = u + w * (static_cast<float>(vc[i]) - u);
@@ -89,7 +92,13 @@ void euler_cfg_step_cpu(at::Tensor& x, const at::Tensor& v, const at::Tensor& dt
   const float w = cfg ? *guidance.const_data_ptr<float>() : 1.0f;
   switch (x.scalar_type()) {
     case at::kFloat:
-      euler_cfg_cpu_kernel(x.mutable_data_ptr<float>(), v.const_data_ptr<float>(), n, cfg, dt_f, w);
+      if (v.scalar_type() == at::kHalf) {
+        euler_cfg_cpu_kernel(x.mutable_data_ptr<float>(), v.const_data_ptr<at::Half>(), n, cfg, dt_f, w);
+      } else if (v.scalar_type() == at::kBFloat16) {
+        euler_cfg_cpu_kernel(x.mutable_data_ptr<float>(), v.const_data_ptr<at::BFloat16>(), n, cfg, dt_f, w);
+      } else {
+        euler_cfg_cpu_kernel(x.mutable_data_ptr<float>(), v.const_data_ptr<float>(), n, cfg, dt_f, w);
+      }
       break;
     case at::kHalf:
       euler_cfg_cpu_kernel(x.mutable_data_ptr<at::Half>(), v.const_data_ptr<at::Half>(), n, cfg, dt_f, w);

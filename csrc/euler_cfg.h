@@ -6,7 +6,8 @@
 //
 //   x: (B, ...) state, float32 / float16 / bfloat16, contiguous.
 //   v: (2B, ...) = [cond; uncond] velocities of the batched CFG forward, or (B, ...) when guidance is off
-//      (then `guidance` is ignored). Same dtype and device as x, contiguous.
+//      (then `guidance` is ignored). Same device as x, contiguous; x's dtype, or float16 / bfloat16 when x is
+//      float32 (the samplers keep the ODE state in fp32 and the model in its own dtype).
 //   dt, guidance: 0-dim float32 tensors on x's device (device scalars: a captured CUDA graph reads them through
 //      pointers, so writing new values into them changes a replay without recapture).
 //   x <- x + dt * (v_u + guidance * (v_c - v_u))   (or x + dt * v), computed in fp32, stored in x's dtype.

@@ -2,7 +2,10 @@
 //
 // Capture follows the NVIDIA "PyTorch CUDA Graph" checklist and torch.cuda.graph:
 // - warm up on a side stream first: libtorch capture fails without it, because cuBLAS/cuDNN handles and
-//   workspaces are created lazily on first use (discuss.pytorch.org/t/170490);
+//   workspaces are created lazily on first use (discuss.pytorch.org/t/170490); a step or two does it, since every
+//   step of the loop runs the same kernels on the same shapes;
+// - capture in thread-local mode (cudaStreamCaptureModeThreadLocal), so another thread's CUDA calls during the
+//   capture (the main thread while a StreamWorker captures) do not invalidate it;
 // - capture on a non-default stream, into a private memory pool (at::cuda::graph_pool_handle()), so tensors that
 //   velocity_fn allocates during capture keep their addresses for every replay;
 // - nothing in the loop syncs the host or allocates a static buffer: inputs go in with copy_, dt and guidance are
@@ -11,6 +14,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
 
 #include <cmath>
 #include <utility>
@@ -60,7 +64,7 @@ void wait_stream(const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStrea
 
 EulerCFGGraph::EulerCFGGraph(VelocityFn velocity_fn, int64_t batch_size, std::vector<int64_t> latent_shape,
                              const at::Tensor& dt, double guidance, bool cfg, const std::string& solver,
-                             at::ScalarType dtype, at::Device device, bool use_graph, int64_t warmup_iters)
+                             at::ScalarType dtype, at::Device device, bool use_graph, int64_t warmup_steps)
     : velocity_fn_(std::move(velocity_fn)),
       batch_(batch_size),
       steps_(dt.defined() ? dt.numel() : 0),
@@ -69,7 +73,7 @@ EulerCFGGraph::EulerCFGGraph(VelocityFn velocity_fn, int64_t batch_size, std::ve
       dtype_(dtype),
       device_(device),
       use_graph_(use_graph),
-      warmup_iters_(warmup_iters),
+      warmup_steps_(warmup_steps),
       cuda_(std::make_unique<CudaState>()) {
   RPFM_CHECK(velocity_fn_, kCls, ": velocity_fn must be callable, got None");
   RPFM_CHECK(batch_size >= 1, kCls, ": batch_size must be >= 1, got ", batch_size);
@@ -89,16 +93,18 @@ EulerCFGGraph::EulerCFGGraph(VelocityFn velocity_fn, int64_t batch_size, std::ve
   RPFM_CHECK(!device.is_cuda(), kCls, ": rpfm._C was built without CUDA (RPFM_WITH_CUDA=OFF) but device is ",
              device, ". Rebuild on a machine with nvcc and a CUDA torch: pip install --no-build-isolation .");
 #endif
-  RPFM_CHECK(warmup_iters >= 1, kCls, ": warmup_iters must be >= 1 (capture fails without warm-up), got ",
-             warmup_iters);
+  RPFM_CHECK(warmup_steps >= 1, kCls, ": warmup_steps must be >= 1 (capture fails without warm-up), got ",
+             warmup_steps);
 
+  // Normal tensors even when constructed inside torch.inference_mode(): inference tensors could not be updated in
+  // place by a later call made outside it ("Inplace update to inference tensor outside InferenceMode").
+  const c10::InferenceMode not_inference(/*enabled=*/false);
   std::vector<int64_t> shape{batch_size, latent_shape[0], latent_shape[1], latent_shape[2]};
-  const auto opts = at::TensorOptions().dtype(dtype).device(device_);
-  x_ = at::zeros(shape, opts);
-  shape[0] = cfg ? 2 * batch_size : batch_size;
-  x_in_ = at::zeros(shape, opts);
-  if (solver_ == Solver::kHeun) x_pred_ = at::zeros_like(x_);
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+  x_ = at::zeros(shape, f32);  // the ODE state is fp32 whatever the model's dtype
+  shape[0] = cfg ? 2 * batch_size : batch_size;
+  x_in_ = at::zeros(shape, at::TensorOptions().dtype(dtype).device(device_));
+  if (solver_ == Solver::kHeun) x_pred_ = at::zeros_like(x_);
   dt_ = at::zeros({steps_}, f32);
   half_dt_ = at::zeros({steps_}, f32);
   guidance_ = at::ones({}, f32);
@@ -160,22 +166,28 @@ at::Tensor EulerCFGGraph::velocity(const at::Tensor& src, int64_t k) {
   return v.is_contiguous() ? v : v.contiguous();
 }
 
-void EulerCFGGraph::loop() {
+void EulerCFGGraph::step(int64_t i) {
   const c10::NoGradGuard no_grad;  // sampling never needs autograd (and a tape would grow across the loop)
-  for (int64_t i = 0; i < steps_; ++i) {
-    const at::Tensor dt_i = dt_.select(0, i);  // 0-dim view: the kernel reads the table entry through a pointer
-    const at::Tensor v1 = velocity(x_, i);
-    if (solver_ == Solver::kEuler) {
-      euler_cfg_step_(x_, v1, dt_i, guidance_);
-      continue;
-    }
-    const at::Tensor half_dt_i = half_dt_.select(0, i);
-    x_pred_.copy_(x_);
-    euler_cfg_step_(x_pred_, v1, dt_i, guidance_);  // predictor: x + dt * k1
-    euler_cfg_step_(x_, v1, half_dt_i, guidance_);  // x + dt/2 * k1
-    const at::Tensor v2 = velocity(x_pred_, i + 1);
-    euler_cfg_step_(x_, v2, half_dt_i, guidance_);  // + dt/2 * k2
+  const at::Tensor dt_i = dt_.select(0, i);  // 0-dim view: the kernel reads the table entry through a pointer
+  const at::Tensor v1 = velocity(x_, i);     // x_in <- x (cast to dtype); v in dtype; the update is fp32
+  if (solver_ == Solver::kEuler) {
+    euler_cfg_step_(x_, v1, dt_i, guidance_);
+    return;
   }
+  const at::Tensor half_dt_i = half_dt_.select(0, i);
+  x_pred_.copy_(x_);
+  euler_cfg_step_(x_pred_, v1, dt_i, guidance_);  // predictor: x + dt * k1
+  euler_cfg_step_(x_, v1, half_dt_i, guidance_);  // x + dt/2 * k1
+  const at::Tensor v2 = velocity(x_pred_, i + 1);
+  euler_cfg_step_(x_, v2, half_dt_i, guidance_);  // + dt/2 * k2
+}
+
+void EulerCFGGraph::loop() {
+  for (int64_t i = 0; i < steps_; ++i) step(i);
+}
+
+void EulerCFGGraph::warm_up() {
+  for (int64_t it = 0; it < warmup_steps_; ++it) step(it % steps_);
 }
 
 void EulerCFGGraph::capture() {
@@ -187,12 +199,12 @@ void EulerCFGGraph::capture() {
   const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(device_.index());
   const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device_.index());
 
-  // Warm-up: full loops on the side stream, after whatever the caller queued on its stream (e.g. x <- noise).
+  // Warm-up: a few single steps on the side stream, after whatever the caller queued on its stream (x <- noise).
   // The first velocity_fn call also checks the output shape, so a bad velocity_fn fails here, before capture.
   wait_stream(side, current);
   {
     const c10::cuda::CUDAStreamGuard stream_guard(side);
-    for (int64_t it = 0; it < warmup_iters_; ++it) loop();
+    warm_up();
   }
   wait_stream(current, side);
   c10::cuda::device_synchronize();  // as torch.cuda.graph does: no pending work may race the capture
@@ -200,7 +212,7 @@ void EulerCFGGraph::capture() {
   auto graph = std::make_unique<at::cuda::CUDAGraph>();
   {
     const c10::cuda::CUDAStreamGuard stream_guard(side);  // capture must not use the legacy default stream
-    graph->capture_begin(at::cuda::graph_pool_handle());
+    graph->capture_begin(at::cuda::graph_pool_handle(), cudaStreamCaptureModeThreadLocal);
     try {
       loop();
     } catch (...) {
@@ -221,8 +233,8 @@ at::Tensor EulerCFGGraph::run(const at::Tensor& noise) {
   RPFM_CHECK(noise.defined(), kCls, ".run: noise is undefined");
   RPFM_CHECK(noise.sizes() == x_.sizes(), kCls, ".run: noise must have shape ", x_.sizes(), " (the captured ",
              "key is ", key(), "), got ", noise.sizes(), ". Build a new sampler for a new shape");
-  RPFM_CHECK(noise.scalar_type() == dtype_, kCls, ".run: noise must have dtype ", dtype_, ", got ",
-             noise.scalar_type());
+  RPFM_CHECK(noise.scalar_type() == at::kFloat || noise.scalar_type() == dtype_, kCls,
+             ".run: noise must be float32 (the state's dtype) or ", dtype_, ", got ", noise.scalar_type());
   RPFM_CHECK(noise.device() == device_, kCls, ".run: noise must be on ", device_, ", got ", noise.device());
   x_.copy_(noise);
   if (!use_graph_) {

@@ -46,6 +46,9 @@ py::dict build_info() {
   info["cuda_version"] = std::string(RPFM_CUDA_VERSION);
   info["archs"] = std::string(RPFM_CUDA_ARCHS);
   info["compiler"] = std::string(RPFM_COMPILER);
+  // How EulerCFGGraph captures and what it keeps its state in (README, "The fast sampler").
+  info["capture_mode"] = std::string("thread_local");
+  info["state_dtype"] = std::string("float32");
   return info;
 }
 
@@ -90,27 +93,31 @@ PYBIND11_MODULE(_C, m) {
   });
 
   m.def("build_info", &build_info,
-        "dict(torch_version, cuda, cuda_version, archs, compiler) describing how this extension was built");
+        "dict(torch_version, cuda, cuda_version, archs, compiler, capture_mode, state_dtype) describing how this "
+        "extension was built");
 
   py::class_<rpfm::EulerCFGGraph>(m, "EulerCFGGraph", R"doc(
 Fixed-step Euler/Heun + CFG sampling loop over static buffers, captured into one CUDA graph (CPU: eager loop).
 
 velocity_fn(x_in, k) -> v is called with x_in of shape (B_in, C, h, w) (B_in = 2B when cfg: [x; x]) and the
 index k of the time-grid point to evaluate at; it must return v of x_in's shape and dtype (conditional half first
-when cfg). dt: (steps,) step sizes. run(noise) returns the static state buffer: clone it to keep it across runs.
+when cfg). dt: (steps,) step sizes. The state is float32 whatever `dtype` (the model's) is. run(noise) returns the
+static fp32 state buffer: clone it to keep it across runs. Not thread-safe: one caller at a time.
 Use rpfm.integrators.GraphEulerCFG rather than this class directly.)doc")
       .def(py::init([](py::function velocity_fn, int64_t batch_size, std::vector<int64_t> latent_shape,
                        const at::Tensor& dt, double guidance, bool cfg, const std::string& solver,
-                       at::ScalarType dtype, at::Device device, bool use_graph, int64_t warmup_iters) {
+                       at::ScalarType dtype, at::Device device, bool use_graph, int64_t warmup_steps) {
              return std::make_unique<rpfm::EulerCFGGraph>(wrap_velocity_fn(std::move(velocity_fn)), batch_size,
                                                           std::move(latent_shape), dt, guidance, cfg, solver, dtype,
-                                                          device, use_graph, warmup_iters);
+                                                          device, use_graph, warmup_steps);
            }),
            py::arg("velocity_fn"), py::kw_only(), py::arg("batch_size"), py::arg("latent_shape"), py::arg("dt"),
            py::arg("guidance"), py::arg("cfg"), py::arg("solver") = "euler", py::arg("dtype"), py::arg("device"),
-           py::arg("use_graph"), py::arg("warmup_iters") = 2)
+           py::arg("use_graph"), py::arg("warmup_steps") = 2)
       .def("capture", &rpfm::EulerCFGGraph::capture,
            "Warm up on a side stream, then capture the loop into a CUDA graph (run() does this on first use).")
+      .def("warm_up", &rpfm::EulerCFGGraph::warm_up,
+           "Run warmup_steps single steps from the current state (capture() does this first); overwrites x.")
       .def("run", &rpfm::EulerCFGGraph::run, py::arg("noise"), py::call_guard<py::gil_scoped_release>(),
            "Copy noise (B, C, h, w) into the state, replay (or loop), return the state buffer (not a copy).")
       .def("set_guidance", &rpfm::EulerCFGGraph::set_guidance, py::arg("guidance"),
@@ -124,6 +131,8 @@ Use rpfm.integrators.GraphEulerCFG rather than this class directly.)doc")
       .def_property_readonly("cfg", &rpfm::EulerCFGGraph::cfg)
       .def_property_readonly("solver", &rpfm::EulerCFGGraph::solver)
       .def_property_readonly("dtype", &rpfm::EulerCFGGraph::dtype)
+      .def_property_readonly("state_dtype", [](const rpfm::EulerCFGGraph&) { return rpfm::EulerCFGGraph::state_dtype(); })
+      .def_property_readonly("warmup_steps", &rpfm::EulerCFGGraph::warmup_steps)
       .def_property_readonly("device", &rpfm::EulerCFGGraph::device)
       .def_property_readonly("shape", &rpfm::EulerCFGGraph::shape)
       .def_property_readonly("nfe", &rpfm::EulerCFGGraph::nfe)

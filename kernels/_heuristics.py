@@ -14,6 +14,9 @@ import triton
 MAX_BLOCK_D = 16384            # fp32 elements per row held in registers (64 KiB), the tutorial's cap
 ELEMENTWISE_BLOCK = 1024       # elements per program for elementwise kernels (gelu, unpatchify planes)
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FP_FUSION = True
+"""``enable_fp_fusion`` of every launch (multiply-add contraction), pinned: triton 3.9 warns that its default moves
+in 3.10, and the kernels' numerics must not change with a triton upgrade. .ci/check_triton_compile.py uses it too."""
 
 
 # ---------------------------------------------------------------------------------------------------- configs

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._heuristics import check_inputs, last_dim_contiguous, modulation, row_config
+from ._heuristics import FP_FUSION, check_inputs, last_dim_contiguous, modulation, row_config
 
 
 @triton.jit
@@ -58,5 +58,6 @@ def adaln_modulate_triton(x: Tensor, shift: Tensor, scale: Tensor, *, eps: float
     out = torch.empty((B, T, D), device=x.device, dtype=x.dtype)
     if out.numel():
         _adaln_modulate_kernel[(T, B)](x, shift, scale, out, T, D, x.stride(0), x.stride(1), stride_shift,
-                                       stride_scale, float(eps), BLOCK_D=block_d, num_warps=num_warps)
+                                       stride_scale, float(eps), BLOCK_D=block_d, num_warps=num_warps,
+                                       enable_fp_fusion=FP_FUSION)
     return out

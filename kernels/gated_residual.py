@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._heuristics import check_inputs, check_shape, last_dim_contiguous, modulation, row_config
+from ._heuristics import FP_FUSION, check_inputs, check_shape, last_dim_contiguous, modulation, row_config
 from .adaln import _layernorm_modulate
 
 
@@ -58,5 +58,6 @@ def gated_residual_adaln_triton(x: Tensor, y: Tensor, gate: Tensor, shift: Tenso
         _gated_residual_adaln_kernel[(T, B)](x, y, gate, shift, scale, x_out, h_out, T, D,
                                              x.stride(0), x.stride(1), y.stride(0), y.stride(1),
                                              stride_gate, stride_shift, stride_scale, float(eps),
-                                             BLOCK_D=block_d, num_warps=num_warps)
+                                             BLOCK_D=block_d, num_warps=num_warps,
+                                             enable_fp_fusion=FP_FUSION)
     return x_out, h_out

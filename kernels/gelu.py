@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._heuristics import check_inputs, elementwise_config
+from ._heuristics import FP_FUSION, check_inputs, elementwise_config
 
 
 @triton.jit
@@ -34,5 +34,6 @@ def gelu_tanh_triton(x: Tensor) -> Tensor:
     n = x.numel()
     if n:
         block, num_warps = elementwise_config(n)
-        _gelu_tanh_kernel[(triton.cdiv(n, block),)](x, out, n, BLOCK=block, num_warps=num_warps)
+        _gelu_tanh_kernel[(triton.cdiv(n, block),)](x, out, n, BLOCK=block, num_warps=num_warps,
+                                                    enable_fp_fusion=FP_FUSION)
     return out

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._heuristics import check_inputs, elementwise_config, tile_config
+from ._heuristics import FP_FUSION, check_inputs, elementwise_config, tile_config
 
 
 @triton.jit
@@ -82,7 +82,8 @@ def patchify_triton(x: Tensor, ctx: Tensor | None = None, *, patch_size: int) ->
         c = x if ctx is None else ctx             # a dummy pointer when HAS_CTX is False
         _patchify_kernel[(triton.cdiv(T, block_t), B)](x, c, out, Cx, T, F, w // p, *x.stride(), *c.stride(),
                                                        P=p, HAS_CTX=ctx is not None, BLOCK_T=block_t,
-                                                       BLOCK_F=block_f, num_warps=num_warps)
+                                                       BLOCK_F=block_f, num_warps=num_warps,
+                                                       enable_fp_fusion=FP_FUSION)
     return out
 
 
@@ -104,5 +105,6 @@ def unpatchify_triton(y: Tensor, *, patch_size: int, channels: int) -> Tensor:
         block, num_warps = elementwise_config(out[0, 0].numel())
         HW = (g * p) ** 2
         _unpatchify_kernel[(triton.cdiv(HW, block), B * channels)](y, out, channels, g, HW, *y.stride(), P=p,
-                                                                  BLOCK=block, num_warps=num_warps)
+                                                                  BLOCK=block, num_warps=num_warps,
+                                                                  enable_fp_fusion=FP_FUSION)
     return out

@@ -93,6 +93,42 @@ def has_cuda() -> bool:
     return HAS_EXT and bool(_INFO and _INFO.get("cuda"))
 
 
+def arch_unsupported(capability: tuple[int, int], archs: str) -> str | None:
+    """Why CUDA code built for ``archs`` cannot run on a device of compute ``capability`` (None when it can).
+
+    archs: build_info()["archs"], comma-separated CMake-style entries ("80,86,89,90,100+PTX"). A cubin for sm_XY
+    runs on devices X.Z with Z >= Y (90a only on 9.0 exactly); "+PTX" embeds compute_XY, which the driver JIT-compiles
+    for any device >= X.Y.
+    """
+    major, minor = capability
+    entries = [a.strip() for a in archs.replace(";", ",").split(",") if a.strip()]
+    for entry in entries:
+        m = re.fullmatch(r"(\d+)(\d)([af]?)(\+PTX)?", entry)
+        if m is None:
+            continue
+        a_major, a_minor, suffix, ptx = int(m[1]), int(m[2]), m[3], bool(m[4])
+        if suffix == "a" and (major, minor) == (a_major, a_minor):
+            return None
+        if suffix != "a" and major == a_major and minor >= a_minor:
+            return None
+        if ptx and suffix != "a" and (major, minor) >= (a_major, a_minor):
+            return None
+    return (f"rpfm._C has CUDA code for sm_{archs or '(none)'} only, but the device has compute capability "
+            f"{major}.{minor} (sm_{major}{minor}); rebuild it for this GPU: "
+            f"pip install --no-build-isolation -C cmake.define.RPFM_CUDA_ARCHS=\"{major}{minor}\" .")
+
+
+def cuda_unsupported(device: torch.device | str | None = None) -> str | None:
+    """Why rpfm._C's CUDA code cannot run on ``device`` (None when it can): not built with CUDA, or built for other
+    architectures than the device's (checked at run time, so an A100 or a B200 never meets "no kernel image")."""
+    if not HAS_EXT:
+        return EXT_REASON
+    if not has_cuda():
+        return "rpfm._C was built without CUDA (RPFM_WITH_CUDA=OFF or no nvcc at build time)"
+    capability = torch.cuda.get_device_capability(device)
+    return arch_unsupported(capability, str((_INFO or {}).get("archs", "")))
+
+
 def extension() -> ModuleType:
     """The ``rpfm._C`` module, or RuntimeError with :data:`EXT_REASON` and the fix."""
     if _MODULE is None:
@@ -100,4 +136,4 @@ def extension() -> ModuleType:
     return _MODULE
 
 
-__all__ = ["HAS_EXT", "EXT_REASON", "build_info", "has_cuda", "extension"]
+__all__ = ["HAS_EXT", "EXT_REASON", "build_info", "has_cuda", "arch_unsupported", "cuda_unsupported", "extension"]

@@ -15,8 +15,13 @@ The ``velocity_fn(x_in, t) -> v`` contract:
   With CFG off, B_in = B. CFG is on when ``guidance_scale != 1`` (LFM: w = 1 skips the unconditional pass), or when
   ``cfg=True`` is passed so the scale can change later without a new capture.
 - ``t``: (B_in,) float32 on the device, every entry the current time t_k. It is a view of a static table: read it,
-  never modify it in place; the same holds for ``x_in``.
+  never modify it in place; the same holds for ``x_in``. With ``indexed=True`` the function gets the grid index
+  k (an int, t_k = ``integrator.t[k]``) instead, so it can read tables precomputed for the grid
+  (:class:`rpfm.hoisted.HoistedVelocity`).
 - Returns v: (B_in, C, h, w) in ``dtype`` on ``device``. It runs under ``torch.no_grad()``.
+- ``dtype`` is the velocity's (the model's) dtype; the ODE state is always float32 (x_in is the state cast to
+  ``dtype``; each update computes in fp32 and stores fp32), so a bf16 model does not round the state 60 times.
+  Noise may be float32 or ``dtype``; the result is float32.
 - For the graph variant it must be capturable: no host syncs (``.item()``, ``.cpu()``, data-dependent Python
   control flow), no new shapes per call, and it must not keep a reference to the integrator (the C++ object owns
   it, and that cycle is invisible to Python's garbage collector).
@@ -33,6 +38,7 @@ Example::
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Sequence
 
 import torch
@@ -67,7 +73,7 @@ class _FixedStepCFG:
 
     def __init__(self, velocity_fn: VelocityFn, *, batch_size: int, latent_shape: Sequence[int], num_steps: int,
                  guidance_scale: float, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                 solver: str = "euler", cfg: bool | None = None):
+                 solver: str = "euler", cfg: bool | None = None, indexed: bool = False):
         if not callable(velocity_fn):
             raise TypeError(f"velocity_fn: expected a callable (x_in, t) -> v, got {type(velocity_fn).__name__}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -83,6 +89,7 @@ class _FixedStepCFG:
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         self.velocity_fn = velocity_fn
+        self.indexed = bool(indexed)
         self.batch_size = batch_size
         self.latent_shape = latent_shape
         self.num_steps = check_num_steps(num_steps)
@@ -91,10 +98,11 @@ class _FixedStepCFG:
         self.device = device
         self.cfg = (guidance_scale != 1.0) if cfg is None else bool(cfg)
         self.guidance_scale = _check_guidance(guidance_scale, self.cfg)
-        self.t, self.dt = time_grid(num_steps, device)                                 # (N + 1,), (N,)
-        b_in = 2 * batch_size if self.cfg else batch_size
-        self._t_table = self.t[:, None].expand(num_steps + 1, b_in).contiguous()        # (N + 1, B_in)
-        self._t_rows = list(self._t_table.unbind(0))                                   # N + 1 views of (B_in,)
+        with torch.inference_mode(False):   # static tables: normal tensors even if built inside inference mode
+            self.t, self.dt = time_grid(num_steps, device)                             # (N + 1,), (N,)
+            b_in = 2 * batch_size if self.cfg else batch_size
+            self._t_table = self.t[:, None].expand(num_steps + 1, b_in).contiguous()    # (N + 1, B_in)
+            self._t_rows = list(self._t_table.unbind(0))                               # N + 1 views of (B_in,)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -114,8 +122,8 @@ class _FixedStepCFG:
             raise ValueError(f"{name}: noise must have shape {self.shape} (batch_size, *latent_shape), got "
                              f"{tuple(noise.shape)}. Build a new integrator for a new shape (each shape is its own "
                              f"captured graph).")
-        if noise.dtype != self.dtype:
-            raise ValueError(f"{name}: noise must have dtype {self.dtype}, got {noise.dtype}.")
+        if noise.dtype not in (torch.float32, self.dtype):
+            raise ValueError(f"{name}: noise must be float32 (the state's dtype) or {self.dtype}, got {noise.dtype}.")
         if noise.device != self.device:
             raise ValueError(f"{name}: noise must be on {self.device}, got {noise.device}.")
 
@@ -124,29 +132,31 @@ class _FixedStepCFG:
 class EagerEulerCFG(_FixedStepCFG):
     """The reference fixed-step Euler / Heun + CFG integrator: a Python loop over ``euler_cfg_step_ref``.
 
-    ``__call__(noise)`` takes noise (B, C, h, w) at t = 1 and returns a new tensor (B, C, h, w) at t = 0.
+    ``__call__(noise)`` takes noise (B, C, h, w) at t = 1 and returns a new float32 tensor (B, C, h, w) at t = 0.
     """
 
     def __init__(self, velocity_fn: VelocityFn, *, batch_size: int, latent_shape: Sequence[int], num_steps: int,
                  guidance_scale: float, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                 solver: str = "euler", cfg: bool | None = None):
+                 solver: str = "euler", cfg: bool | None = None, indexed: bool = False):
         super().__init__(velocity_fn, batch_size=batch_size, latent_shape=latent_shape, num_steps=num_steps,
-                         guidance_scale=guidance_scale, dtype=dtype, device=device, solver=solver, cfg=cfg)
-        self._half_dt = self.dt * 0.5                                                  # exact in fp32
-        self._w = torch.tensor(self.guidance_scale, dtype=torch.float32, device=self.device)
+                         guidance_scale=guidance_scale, dtype=dtype, device=device, solver=solver, cfg=cfg,
+                         indexed=indexed)
+        with torch.inference_mode(False):
+            self._half_dt = self.dt * 0.5                                              # exact in fp32
+            self._w = torch.tensor(self.guidance_scale, dtype=torch.float32, device=self.device)
 
     def set_guidance(self, guidance_scale: float) -> None:
         self.guidance_scale = _check_guidance(guidance_scale, self.cfg)
         self._w.fill_(self.guidance_scale)
 
     def _v(self, x: Tensor, k: int) -> Tensor:
-        x_in = torch.cat([x, x]) if self.cfg else x                                    # (B_in, C, h, w)
-        return self.velocity_fn(x_in, self._t_rows[k])
+        x_in = (torch.cat([x, x]) if self.cfg else x).to(self.dtype)                  # (B_in, C, h, w)
+        return self.velocity_fn(x_in, k if self.indexed else self._t_rows[k])
 
     @torch.no_grad()
     def __call__(self, noise: Tensor) -> Tensor:
         self._check_noise(noise)
-        x, w = noise.clone(), self._w
+        x, w = noise.to(torch.float32, copy=True), self._w                           # fp32 state
         for i in range(self.num_steps):
             v1 = self._v(x, i)
             if self.solver == "euler":
@@ -162,25 +172,31 @@ class EagerEulerCFG(_FixedStepCFG):
 class GraphEulerCFG(_FixedStepCFG):
     """The same loop in C++ (``rpfm._C.EulerCFGGraph``): one CUDA graph per (shape, steps, dtype, cfg, solver).
 
-    The first call warms up ``warmup_iters`` full loops on a side stream and captures one loop; later calls copy the
-    noise into the static state and replay. ``set_guidance`` writes the device scalar the graph reads (no
-    recapture). On CPU the C++ loop runs eagerly. Raises RuntimeError (with the reason) if rpfm._C is unavailable.
+    The first call warms up ``warmup_steps`` single steps on a side stream and captures one loop (thread-local
+    capture mode); later calls copy the noise into the static state and replay. ``set_guidance`` writes the device
+    scalar the graph reads (no recapture). On CPU the C++ loop runs eagerly. Raises RuntimeError (with the reason)
+    if rpfm._C is unavailable or was not built for this GPU's architecture. Calls are serialised by a lock.
 
-    ``__call__(noise)`` returns the integrator's static state buffer (B, C, h, w): the next call overwrites it, so
-    clone it to keep it.
+    ``__call__(noise)`` returns the integrator's static float32 state buffer (B, C, h, w): the next call overwrites
+    it, so clone it to keep it.
     """
 
     def __init__(self, velocity_fn: VelocityFn, *, batch_size: int, latent_shape: Sequence[int], num_steps: int,
                  guidance_scale: float, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                 solver: str = "euler", cfg: bool | None = None, warmup_iters: int = 2):
+                 solver: str = "euler", cfg: bool | None = None, indexed: bool = False, warmup_steps: int = 2):
         super().__init__(velocity_fn, batch_size=batch_size, latent_shape=latent_shape, num_steps=num_steps,
-                         guidance_scale=guidance_scale, dtype=dtype, device=device, solver=solver, cfg=cfg)
+                         guidance_scale=guidance_scale, dtype=dtype, device=device, solver=solver, cfg=cfg,
+                         indexed=indexed)
         ext = _ext.extension()
         use_graph = self.device.type == "cuda"
         if use_graph and not _ext.has_cuda():
             raise RuntimeError(f"GraphEulerCFG: device {self.device} needs rpfm._C built with CUDA, but "
                                f"{_ext.EXT_REASON}. Rebuild on a machine with nvcc and a CUDA torch: "
                                f"pip install --no-build-isolation .")
+        why = _ext.cuda_unsupported(self.device) if use_graph else None
+        if why:
+            raise RuntimeError(f"GraphEulerCFG: {why}")
+        self._lock = threading.Lock()
         # A closure over the function and the static time rows only (not over self): see the module docstring.
         fn, rows = velocity_fn, self._t_rows
 
@@ -188,9 +204,9 @@ class GraphEulerCFG(_FixedStepCFG):
             return fn(x_in, rows[k])
 
         self._graph = ext.EulerCFGGraph(
-            velocity_at, batch_size=batch_size, latent_shape=list(self.latent_shape), dt=self.dt,
-            guidance=self.guidance_scale, cfg=self.cfg, solver=solver, dtype=dtype, device=self.device,
-            use_graph=use_graph, warmup_iters=warmup_iters)
+            velocity_fn if self.indexed else velocity_at, batch_size=batch_size,
+            latent_shape=list(self.latent_shape), dt=self.dt, guidance=self.guidance_scale, cfg=self.cfg,
+            solver=solver, dtype=dtype, device=self.device, use_graph=use_graph, warmup_steps=warmup_steps)
 
     @property
     def captured(self) -> bool:
@@ -204,15 +220,20 @@ class GraphEulerCFG(_FixedStepCFG):
     def capture(self, noise: Tensor) -> None:
         """Warm up and capture now (``__call__`` does it on first use). ``noise`` only seeds the warm-up."""
         self._check_noise(noise)
+        with self._lock:
+            self._capture(noise)
+
+    def _capture(self, noise: Tensor) -> None:
         self._graph.x.copy_(noise)
-        self._graph.capture()
+        self._graph.capture()   # with the GIL held; other threads' CUDA calls cannot break it (thread-local mode)
 
     @torch.no_grad()
     def __call__(self, noise: Tensor) -> Tensor:
         self._check_noise(noise)
-        if self._graph.use_graph and not self._graph.captured:
-            self.capture(noise)  # with the GIL held: run() releases it, and nothing else may touch CUDA mid-capture
-        return self._graph.run(noise)
+        with self._lock:        # one static state: concurrent calls would interleave their steps
+            if self._graph.use_graph and not self._graph.captured:
+                self._capture(noise)
+            return self._graph.run(noise)
 
 
 __all__ = ["EagerEulerCFG", "GraphEulerCFG", "time_grid", "SOLVERS"]

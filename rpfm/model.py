@@ -91,12 +91,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=True)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: Tensor, attention=ops.reference.attention_ref) -> Tensor:
+    def forward(self, x: Tensor, attention=ops.reference.attention_ref, linear=ops.reference.linear_ref) -> Tensor:
         B, T, D = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.num_heads, D // self.num_heads)   # (B, T, 3, H, Dh)
+        qkv = linear(x, self.qkv.weight, self.qkv.bias).view(B, T, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.unbind(2)                                                 # 3 x (B, T, H, Dh)
         o = attention(q, k, v)                                                  # (B, T, H, Dh)
-        return self.proj(o.reshape(B, T, D))
+        return linear(o.reshape(B, T, D), self.proj.weight, self.proj.bias)
 
 
 class Mlp(nn.Module):
@@ -108,8 +108,14 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(hidden_size, inner)
         self.fc2 = nn.Linear(inner, hidden_size)
 
-    def forward(self, x: Tensor, gelu=ops.reference.gelu_tanh_ref) -> Tensor:
-        return self.fc2(gelu(self.fc1(x)))
+    def forward(self, x: Tensor, gelu=ops.reference.gelu_tanh_ref, linear=ops.reference.linear_ref,
+                linear_gelu=None) -> Tensor:
+        """x (B, T, D) -> (B, T, D). ``linear_gelu(x, w, b)`` computes fc1 + GELU in one op when given."""
+        if linear_gelu is not None:
+            hidden = linear_gelu(x, self.fc1.weight, self.fc1.bias)               # (B, T, 4D), fused epilogue
+        else:
+            hidden = gelu(linear(x, self.fc1.weight, self.fc1.bias))
+        return linear(hidden, self.fc2.weight, self.fc2.bias)
 
 
 class DiTBlock(nn.Module):
@@ -351,18 +357,27 @@ class RPFM(nn.Module):
         patches = op.patchify(x, cond.ctx, patch_size=cfg.patch_size)            # (B, T, 3C*p*p)
         h = self.x_embedder.embed_patches(patches) + self.pos_embed              # (B, T, D)
         c = torch.nn.functional.silu(self.t_embedder(t).to(cond.y.dtype) + cond.y)  # (B, D), SiLU of adaLN input
-        mods = [blk.adaLN_modulation[1](c).chunk(6, dim=1) for blk in self.blocks]
-        final_shift, final_scale = self.final_layer.adaLN_modulation[1](c).chunk(2, dim=1)
-        # mods[i] = (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp), each (B, D)
-        u = op.adaln_modulate(h, mods[0][0], mods[0][1])                        # depth >= 1 (config)
+        mods = [m for blk in self.blocks for m in blk.adaLN_modulation[1](c).chunk(6, dim=1)]
+        mods += self.final_layer.adaLN_modulation[1](c).chunk(2, dim=1)
+        return self.blocks_forward(h, mods, op)
+
+    def blocks_forward(self, h: Tensor, mods, op: ops.OpSet) -> Tensor:
+        """The per-step trunk after the patch embedding: every block, the final layer, unpatchify.
+
+        h: (B, T, D) embedded tokens (positions added). mods: 6 * depth + 2 tensors (B, D), block i's
+        (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp) at 6i..6i+5, then the final (shift, scale).
+        Returns the velocity (B, C, h, w). :mod:`rpfm.hoisted` calls it with modulations computed before the loop.
+        """
+        cfg = self.config
+        u = op.adaln_modulate(h, mods[0], mods[1])                              # depth >= 1 (config)
         for i, blk in enumerate(self.blocks):
-            _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[i]
-            a = blk.attn(u, op.attention)                                         # (B, T, D)
+            gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[6 * i + 2: 6 * i + 6]
+            a = blk.attn(u, op.attention, op.linear)                              # (B, T, D)
             h, u = op.gated_residual_adaln(h, a, gate_msa, shift_mlp, scale_mlp)
-            m = blk.mlp(u, op.gelu_tanh)                                          # (B, T, D)
-            nxt_shift, nxt_scale = (mods[i + 1][0], mods[i + 1][1]) if i + 1 < len(mods) else (final_shift, final_scale)
+            m = blk.mlp(u, op.gelu_tanh, op.linear, op.linear_gelu_tanh)          # (B, T, D)
+            nxt_shift, nxt_scale = mods[6 * i + 6], mods[6 * i + 7]               # next block's, or the final's
             h, u = op.gated_residual_adaln(h, m, gate_mlp, nxt_shift, nxt_scale)
-        out = self.final_layer.linear(u)                                          # (B, T, p*p*C)
+        out = op.linear(u, self.final_layer.linear.weight, self.final_layer.linear.bias)   # (B, T, p*p*C)
         return op.unpatchify(out, patch_size=cfg.patch_size, channels=cfg.latent_channels)  # (B, C, h, w)
 
     def forward(self, x: Tensor, t: Tensor, *, z_s: Tensor, z_p: Tensor, f_pose: Tensor | None = None,

@@ -287,11 +287,12 @@ class RPFMPipeline:
         return self.model.combine_condition(source_part, pose_part, z_s=z_s, z_p=z_p)
 
     def prepare_noise(self, batch_size: int, generator: Any = None, latents: Tensor | None = None) -> Tensor:
-        """x1 ~ N(0, I): (B, C, h, w), drawn on the generator's device (CPU if none) so seeds agree across devices;
-        ``generator`` may be a list with one per sample; ``latents`` is the noise itself (see ``rpfm.noise``)."""
+        """x1 ~ N(0, I): (B, C, h, w) float32 (the ODE state is fp32 whatever the model's dtype), drawn on the
+        generator's device (CPU if none) so seeds agree across devices; ``generator`` may be a list with one per
+        sample; ``latents`` is the noise itself (see ``rpfm.noise``)."""
         cfg = self.config
         return initial_noise(batch_size, (cfg.latent_channels, cfg.latent_size, cfg.latent_size),
-                             generator=generator, latents=latents, device=self.device, dtype=self.dtype)
+                             generator=generator, latents=latents, device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
@@ -380,9 +381,14 @@ class RPFMPipeline:
             return f"solver={solver!r} is adaptive; the graph sampler runs fixed-step {list(GRAPH_SOLVERS)} only"
         if not _ext.HAS_EXT:
             return _ext.EXT_REASON
-        if self.device.type == "cuda" and not _ext.has_cuda():
-            return "rpfm._C was built without CUDA; rebuild it on a machine with nvcc and a CUDA torch"
+        if self.device.type == "cuda":
+            return _ext.cuda_unsupported(self.device)   # no CUDA in the build, or not built for this GPU's arch
         return None
+
+    def _auto_graph(self) -> bool:
+        """Whether sampler_backend="auto" uses the graph sampler on this pipeline's device: the captured CUDA graph
+        on GPUs, the same C++ loop (with the per-step work hoisted) on CPU."""
+        return self.device.type in ("cuda", "cpu")
 
     def _step_callback(self, callback_on_step_end: Any, tensor_inputs: list[str] | None):
         """Adapt diffusers' ``callback_on_step_end(pipe, step, t, kwargs)`` to the samplers' ``(step, t, x)``."""
@@ -417,16 +423,27 @@ class RPFMPipeline:
         if sampler_backend == "graph" and why_not:
             raise RuntimeError(f"sampler_backend='graph' is unavailable: {why_not}. Use sampler_backend='eager' "
                                f"(or 'auto', which falls back by itself).")
+        guided = guidance_scale != 1.0
+        key = self._graphs.key(x1, cond.y.dtype, num_steps=num_steps, guided=guided, solver=solver)
+        if sampler_backend == "auto" and why_not is None:
+            why_not = self._graphs.failure(key)      # capture failed for this key before: do not retry it
         use_graph = sampler_backend == "graph" or (sampler_backend == "auto" and why_not is None
-                                                   and self.device.type == "cuda")
+                                                   and self._auto_graph())
         if use_graph:
-            sampler = self._graphs.get(self.model, cond, x1, num_steps=num_steps, guided=guidance_scale != 1.0,
-                                       solver=solver)
-            kind = "cuda-graph" if self.device.type == "cuda" else "cpp-loop"
-            x0 = sampler(cond, x1, guidance_scale)
-            if progress is not None:
-                progress.set(num_steps)
-            return x0, sampler.nfe, f"{kind}-{solver}"
+            try:
+                sampler = self._graphs.get(self.model, cond, x1, num_steps=num_steps, guided=guided, solver=solver)
+                x0 = sampler(cond, x1, guidance_scale)
+            except Exception as e:   # warm-up or capture failed: auto falls back (once, logged); graph re-raises
+                if sampler_backend == "graph":
+                    raise
+                why_not = f"warm-up or capture failed for {key} ({type(e).__name__}: {e})"
+                self._graphs.mark_failed(key, why_not)
+                _log_fallback_once(why_not)
+            else:
+                if progress is not None:
+                    progress.set(num_steps)
+                kind = "cuda-graph" if self.device.type == "cuda" else "cpp-loop"
+                return x0, sampler.nfe, f"{kind}-{solver}"
         if (sampler_backend == "auto" and why_not and callback is None and self.device.type == "cuda"
                 and solver in GRAPH_SOLVERS):
             _log_fallback_once(why_not)
@@ -492,4 +509,4 @@ _logged: set[str] = set()
 def _log_fallback_once(reason: str) -> None:
     if reason not in _logged:
         _logged.add(reason)
-        logger.warning("rpfm: CUDA-graph sampler unavailable (%s); sampling with the eager loop.", reason)
+        logger.warning("rpfm: graph sampler unavailable (%s); sampling with the eager loop.", reason)

@@ -114,7 +114,7 @@ def test_op_under_torch_compile():
 @pytest.mark.parametrize("case,match", [
     ("v_batch", r"v must have batch B=2 .* or 2B=4 .*got v \[3, 4\]"),
     ("v_trailing", r"v must have shape \(B, \.\.\.\) or \(2B, \.\.\.\) with x's trailing dims"),
-    ("v_dtype", r"v must have the dtype of x \(Float\), got Half"),
+    ("v_dtype", r"v must have the dtype of x \(Half\), or be float16/bfloat16 with a float32 x, got Float"),
     ("x_dtype", r"x must be float32, float16 or bfloat16, got Double"),
     ("dt_dim", r"dt must have 0 dims, got shape \[1\]"),
     ("dt_dtype", r"dt must have dtype Float, got Double"),
@@ -128,7 +128,7 @@ def test_bad_inputs_name_the_tensor(case, match):
     elif case == "v_trailing":
         v = torch.randn(4, 5)
     elif case == "v_dtype":
-        v = v.half()
+        x = x.half()                     # a low-precision state with an fp32 velocity (the reverse is allowed)
     elif case == "x_dtype":
         x, v = x.double(), v.double()
     elif case == "dt_dim":

@@ -8,7 +8,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 from transformers import Dinov2Config, Dinov2Model
 
-from rpfm import RPFMOutput, RPFMPipeline
+from rpfm import RPFMOutput, RPFMPipeline, _ext
 from rpfm.codec import PixelCodec, SDVAECodec
 from rpfm.config import tiny_config
 from rpfm.features import GlobalFeatureExtractor
@@ -56,7 +56,7 @@ def test_call_returns_images_and_is_deterministic(pipe):
     torch.testing.assert_close(out.images, again.images, rtol=0, atol=0)
     other = pipe(src, pose, num_steps=3, generator=torch.Generator().manual_seed(2), output_type="pt")
     assert not torch.allclose(out.images, other.images)
-    assert out.backends["sampler"] == "eager-euler"
+    assert out.backends["sampler"] == ("cpp-loop-euler" if _ext.HAS_EXT else "eager-euler")
 
 
 def test_pipeline_equals_manual_composition(pipe):

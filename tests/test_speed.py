@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from rpfm import RPFMPipeline
+from rpfm import RPFMPipeline, _ext
 from rpfm.cli import main
 from rpfm.codec import PixelCodec
 from rpfm.demo import demo_config
@@ -28,13 +28,13 @@ def test_protocol_runs_what_it_says(tmp_path):
 
     def make(device, dtype):
         pipe = tiny_pipeline()
-        original = pipe.model.velocity
+        original = pipe.model.blocks_forward      # every velocity evaluation, eager or hoisted, runs it once
 
-        def counting(x, t, cond):
-            calls.append(x.shape[0])
-            return original(x, t, cond)
+        def counting(h, mods, op):
+            calls.append(h.shape[0])
+            return original(h, mods, op)
 
-        pipe.model.velocity = counting
+        pipe.model.blocks_forward = counting
         return pipe
 
     protocol = SpeedProtocol(batch=2, steps=3, guidance=1.5, warmup=2, runs=3)
@@ -53,7 +53,8 @@ def test_protocol_runs_what_it_says(tmp_path):
     assert all(r["stages_ms"][s]["mean"] > 0 for s in STAGES)
     assert r["condition_ms"]["mean"] == pytest.approx(r["stages_ms"]["encode"]["mean"]
                                                       + r["stages_ms"]["features"]["mean"])
-    assert r["backends"]["sampler"] == "eager-euler" and r["backends"]["attention"]
+    assert r["backends"]["sampler"] == ("cpp-loop-euler" if _ext.HAS_EXT else "eager-euler")
+    assert r["backends"]["attention"]
 
 
 def test_rpfm_bench_cli_writes_the_report(tmp_path, capsys):

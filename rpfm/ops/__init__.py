@@ -13,11 +13,13 @@ import torch
 from . import attention as _attention  # noqa: F401  (registers the attention backends)
 from . import eager as _eager  # noqa: F401  (registers the eager reference backends)
 from . import ext as _ext  # noqa: F401  (registers the rpfm._C backends; probes lazily)
+from . import linear as _linear  # noqa: F401  (registers the oneDNN / cuBLASLt linear backends)
+from . import cpu as _cpu  # noqa: F401  (registers the fewer-pass CPU adaLN backends)
 from . import reference
 from .registry import backends, register, report, resolve, use_backend
 
 OP_NAMES = ("adaln_modulate", "gated_residual_adaln", "patchify", "unpatchify", "gelu_tanh", "attention",
-            "euler_cfg_step")
+            "euler_cfg_step", "linear", "linear_gelu_tanh")
 
 try:  # Triton kernels are optional: without triton the eager backends serve every op.
     from . import triton as _triton  # noqa: F401
@@ -36,6 +38,8 @@ class OpSet:
     gelu_tanh: Callable
     attention: Callable
     euler_cfg_step: Callable
+    linear: Callable
+    linear_gelu_tanh: Callable
     names: dict
 
 
@@ -91,6 +95,16 @@ def gelu_tanh(x):
 def attention(q, k, v):
     """(B, T, H, Dh) x 3 -> (B, T, H, Dh). See :func:`rpfm.ops.reference.attention_ref`."""
     return resolve("attention", device=q.device.type, dtype=q.dtype, head_dim=q.shape[-1]).fn(q, k, v)
+
+
+def linear(x, weight, bias=None):
+    """See :func:`rpfm.ops.reference.linear_ref`."""
+    return _dispatch("linear", x)(x, weight, bias)
+
+
+def linear_gelu_tanh(x, weight, bias=None):
+    """See :func:`rpfm.ops.reference.linear_gelu_tanh_ref`."""
+    return _dispatch("linear_gelu_tanh", x)(x, weight, bias)
 
 
 def euler_cfg_step(x, v, dt, guidance):

@@ -26,8 +26,11 @@ def _probe() -> tuple[bool, str]:
 def _supported(device: str | None = None, dtype: torch.dtype | None = None, **_) -> str | None:
     if device not in (None, "cpu", "cuda"):
         return f"device {device!r} (rpfm._C has CPU and CUDA kernels)"
-    if device == "cuda" and not _ext.has_cuda():
-        return "rpfm._C was built without CUDA (RPFM_WITH_CUDA=OFF or no nvcc at build time)"
+    if device == "cuda":
+        why = _ext.cuda_unsupported() if _ext.has_cuda() else \
+            "rpfm._C was built without CUDA (RPFM_WITH_CUDA=OFF or no nvcc at build time)"
+        if why:
+            return why
     if dtype is not None and dtype not in _DTYPES:
         return f"dtype {dtype} (the kernel supports float32, float16 and bfloat16)"
     return None

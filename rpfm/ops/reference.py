@@ -85,6 +85,20 @@ def gelu_tanh_ref(x: Tensor, *, upcast: bool = False) -> Tensor:
     return F.gelu(x, approximate="tanh").to(dtype)
 
 
+def linear_ref(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias``: (..., K) x (N, K) -> (..., N) (``torch.nn.functional.linear``)."""
+    return F.linear(x, weight, bias)
+
+
+def linear_gelu_tanh_ref(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, upcast: bool = False) -> Tensor:
+    """``gelu_tanh(x @ weight.T + bias)``: the MLP's fc1 and its activation, (..., K) x (N, K) -> (..., N). A fast
+    backend applies the GELU in the matmul's epilogue instead of a separate pass over the (..., N) activations."""
+    dtype = x.dtype
+    x, weight = _maybe_upcast(upcast, x, weight)
+    bias = bias.float() if upcast and bias is not None else bias
+    return F.gelu(F.linear(x, weight, bias), approximate="tanh").to(dtype)
+
+
 # ---------------------------------------------------------------------------------------------------- attention
 def attention_ref(q: Tensor, k: Tensor, v: Tensor, *, upcast: bool = False) -> Tensor:
     """Softmax attention written out (no fused kernel): the math backend.

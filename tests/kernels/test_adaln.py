@@ -78,7 +78,7 @@ def test_cpu_tensor_refused_on_gpu_build(kernels):
 
 # ---------------------------------------------------------------------------------------------------- registry
 def test_auto_selection_never_picks_triton_on_cpu():
-    assert registry.resolve("adaln_modulate", device="cpu", dtype=torch.float32).name == "eager"
+    assert registry.resolve("adaln_modulate", device="cpu", dtype=torch.float32).name == "cpu"   # rpfm.ops.cpu, never triton
 
 
 def test_explicit_triton_on_cpu_raises_with_reason():

@@ -15,7 +15,7 @@ Layout::
 Writing: the files go into a hidden ``.tmp-step_*`` folder (each written to a temporary name and renamed, then
 fsynced), ``trainer_state.json`` last; the folder is renamed into place and only then is ``latest`` replaced
 (atomically). A crash at any point leaves the previous checkpoint complete and ``latest`` pointing at it; leftover
-temporary folders are ignored and cleaned up by the next save. The newest ``keep`` checkpoints are kept.
+temporary folders and files are ignored, and removed when training starts again and by the next save. The newest ``keep`` checkpoints are kept.
 
 Loading checks that every file is present with the recorded size and hash (a truncated or corrupted file gives an
 error naming it and the previous checkpoint) and that the checkpoint's model config equals the run's.
@@ -34,7 +34,8 @@ from torch import Tensor
 
 from .. import config as model_config_mod
 from ..config import RPFMConfig
-from ..fileio import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
+from ..fileio import (atomic_write_bytes, atomic_write_json, load_tensors, read_json, remove_stale_temporaries,
+                      save_tensors)
 
 FORMAT = "rpfm-train-checkpoint"
 VERSION = 1
@@ -182,9 +183,18 @@ def _prune(root: Path, *, keep: int, current: Path) -> None:
     for path in ours[:-keep]:
         if path != current:
             shutil.rmtree(path, ignore_errors=True)
-    for p in root.iterdir():                           # temporary folders left by crashed saves
+    remove_stale(root)
+
+
+def remove_stale(root: Path) -> None:
+    """Remove what killed saves leave in ``root``: ``.tmp-step_*`` / ``.old-step_*`` folders and temporaries of
+    ``latest``. Only the process that saves (rank 0) calls this, at start-up and after each save."""
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
         if p.name.startswith((".tmp-step_", ".old-step_")) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
+    remove_stale_temporaries(root, [LATEST_NAME])
 
 
 # ---------------------------------------------------------------------------------------------------- load

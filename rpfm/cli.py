@@ -53,7 +53,6 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
         return value
 
-    parse.__name__ = f"int >= {minimum}"
     return parse
 
 
@@ -69,7 +68,6 @@ def float_in(lo: float | None = None, *, lo_open: bool = False):
             raise argparse.ArgumentTypeError(f"expected a finite number{bound}, got {text!r}")
         return value
 
-    parse.__name__ = "number"
     return parse
 
 
@@ -244,7 +242,7 @@ DEBUG_ENV = "RPFM_DEBUG"
 # Python argument names that library errors start with, and the flag the CLI user typed instead.
 _FLAG_NAMES = {"source_image": "--source", "target_pose": "--pose", "num_steps": "--steps",
                "guidance_scale": "--guidance", "batch_size": "--batch-size", "max_frames": "--max-frames",
-               "out_dir": "--out", "fps": "--fps", "seed": "--seed", "atol": "--atol", "rtol": "--rtol"}
+               "out_dir": "--out", "fps": "--fps", "seed": "--seed"}
 
 
 def command_label(args: argparse.Namespace) -> str:
@@ -299,8 +297,8 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 -- the last line of defence against a raw traceback
             if debug:
                 raise
-            print(f"rpfm {label}: error: unexpected {type(e).__name__}: {str(e).rstrip('.')}. This is a bug in rpfm; run again "
-                  f"with {DEBUG_ENV}=1 for the traceback and report it.", file=sys.stderr)
+            print(f"rpfm {label}: error: unexpected {type(e).__name__}: {str(e).rstrip('.')}. This is a bug in "
+                  f"rpfm; run again with {DEBUG_ENV}=1 for the traceback and report it.", file=sys.stderr)
             return 2
 
 

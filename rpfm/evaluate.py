@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 
 from .fileio import (atomic_write_bytes, atomic_write_json, check_output_folder, read_json,
-                     remove_stale_temporaries)
+                     remove_stale_temporaries, sha256_file)
 from .imagefile import read_rgb, to_rgb
 
 RECORD_NAME = "generation.json"
@@ -73,14 +73,6 @@ def _load(path: Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- provenance
-def _sha256_file(path: Path, h=None):
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h
-
-
 def folder_fingerprint(folder: str | os.PathLike) -> str:
     """sha256 over every file of a folder (relative paths and contents; hidden files skipped)."""
     folder = Path(folder)
@@ -90,7 +82,7 @@ def folder_fingerprint(folder: str | os.PathLike) -> str:
         if any(part.startswith(".") for part in rel.parts):
             continue
         h.update(rel.as_posix().encode() + b"\0")
-        h.update(_sha256_file(path).digest())
+        h.update(sha256_file(path).encode())
     return h.hexdigest()
 
 
@@ -215,7 +207,8 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     The folder ``out_dir/images`` must hold the first ``limit`` pairs' outputs at the dataset's image size (missing
     files, and files that match no pair of the dataset, are named in the error; outputs of later pairs are ignored).
     ``lpips_model`` (an already loaded LPIPS) replaces loading ``lpips_files``. A metric that fails (LPIPS, FID)
-    becomes an error entry (``lpips_error``, ``fid.error``); SSIM and PSNR are still reported. FID: ``fid_extractor`` (see :func:`build_eval_fid_extractor`)
+    becomes an error entry (``lpips_error``, ``fid.error``); SSIM and PSNR are still reported.
+    FID: ``fid_extractor`` (see :func:`build_eval_fid_extractor`)
     against ``fid_real_dataset``'s images (:func:`real_fid_stats`, cached in ``fid_stats``); without an extractor,
     ``fid_status`` (why not) is reported instead.
     """
@@ -575,6 +568,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         if Path(args.fid_stats).is_dir():
             raise ValueError(f"--fid-stats: '{args.fid_stats}' is a folder; give the .npz file's path.")
         check_output_folder(Path(args.fid_stats).parent, "--fid-stats")
+        remove_stale_temporaries(Path(args.fid_stats).parent, [Path(args.fid_stats).name])
     out_dir = check_output_folder(args.out, "--out")
     device = _device(args.device)
     if device.type == "cuda" and world > 1:

@@ -9,6 +9,7 @@ and :func:`remove_stale_temporaries` deletes it (only rpfm's own temporary-name 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -84,8 +85,10 @@ def remove_stale_temporaries(folder: str | os.PathLike, names: Iterable[str] | N
         if m is None or (wanted is not None and m.group("name") not in wanted):
             continue
         is_dir = m.re is _TEMP_DIR
-        if is_dir != entry.is_dir() or (is_dir and m.group("kind") == "old" and not (folder / m.group("name")).exists()):
+        if is_dir != entry.is_dir():
             continue
+        if is_dir and m.group("kind") == "old" and not (folder / m.group("name")).exists():
+            continue                                # the swap was cut short: this is the only copy
         fd = try_lock(entry)
         if fd is None:
             continue
@@ -190,6 +193,15 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"weights: '{path}' is truncated or not a valid safetensors file ({e}). Re-save or "
                          f"re-copy it; checkpoints are only ever read as safetensors (never pickle).") from e
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (hex), read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

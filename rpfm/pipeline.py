@@ -26,7 +26,8 @@ from . import config as config_mod
 from . import samplers
 from .codec import LatentCodec, load_codec
 from .features import GlobalFeatureExtractor, load_feature_extractor
-from .fileio import atomic_write_json, check_tensors, load_tensors, read_json, read_metadata, save_tensors
+from .fileio import (atomic_write_json, check_tensors, load_tensors, read_json, read_metadata,
+                     remove_stale_temporaries, save_tensors)
 from . import _ext
 from .flow import GuidedVelocity, check_guidance_scale
 from .graph_sampler import GraphSamplerCache
@@ -142,6 +143,7 @@ class RPFMPipeline:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path, [CONFIG_NAME, WEIGHTS_NAME])     # a killed save's
         self.codec.save_pretrained(path / "codec")
         for name in ("pose_encoder", "source_encoder"):
             enc = getattr(self, name)

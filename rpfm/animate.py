@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -502,13 +501,15 @@ def _draw(kp: Keypoints) -> np.ndarray:
 
 
 def side_by_side(outputs: Sequence[Any], poses: Sequence[Keypoints], driving: Driving | None = None, *,
-                 source: Any = None, scale: int = 1) -> list[Image.Image]:
+                 source: Any = None, scale: int = 1, labels: bool = True) -> list[Image.Image]:
     """Per frame: [source] | [driving frame (or the driving pose drawn in its own frame)] | rendered pose | output.
 
     ``poses`` are the poses the outputs were generated from (drawn at the output size); ``driving`` adds its panel
     when given, ``source`` (an image) a first panel. ``scale`` enlarges the whole row (nearest neighbour) so small
-    outputs are visible.
+    outputs are visible. ``labels`` writes each panel's name above it.
     """
+    from .labels import with_labels
+
     from .video import to_uint8_frame
 
     if len(outputs) != len(poses) or (driving is not None and len(driving) != len(outputs)):
@@ -524,6 +525,8 @@ def side_by_side(outputs: Sequence[Any], poses: Sequence[Keypoints], driving: Dr
             panels.append(_fit_height(driving.frames[i] if driving.frames else _draw(driving.poses[i]), h))
         panels.append(_fit_height(_draw(kp), h).resize((w, h), Image.BILINEAR))
         panels.append(Image.fromarray(o))
+        names = (["source"] if source is not None else []) + (["driving"] if driving is not None else []) + \
+            ["pose", "output"]
         row = Image.new("RGB", (sum(p.width for p in panels), h))
         x = 0
         for p in panels:
@@ -531,30 +534,17 @@ def side_by_side(outputs: Sequence[Any], poses: Sequence[Keypoints], driving: Dr
             x += p.width
         if scale != 1:
             row = row.resize((row.width * scale, h * scale), Image.NEAREST)
-        rows.append(row)
+        rows.append(with_labels(row, [p.width * scale for p in panels], names if labels else None))
     return rows
 
 
 # ============================================================================================ command line
 def _progress_bar(total: int, enabled: bool = True) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """(update(done, total), close()) — a tqdm bar on stderr when tqdm imports, else a plain stderr line."""
-    if not enabled:
-        return (lambda done, n: None), (lambda: None)
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        bar = tqdm(total=total, desc="animate", unit="frame", file=sys.stderr, dynamic_ncols=True)
-        return (lambda done, n: bar.update(done - bar.n)), bar.close
-    t0 = time.perf_counter()
+    from .progress import ProgressBar
 
-    def update(done: int, n: int) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        print(f"\ranimate {done}/{n} frames ({rate:.1f} frames/s)", end="" if done < n else "\n", file=sys.stderr,
-              flush=True)
-
-    return update, (lambda: None)
+    bar = ProgressBar(total, desc="animate", unit="frame", disable=not enabled)
+    return (lambda done, n: bar.set(done)), bar.close
 
 
 def _parse_hw(text: str) -> tuple[int, int]:
@@ -566,7 +556,7 @@ def _parse_hw(text: str) -> tuple[int, int]:
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``rpfm animate`` on the top-level ``subparsers``."""
-    from .cli import float_in, positive_int, seed_arg
+    from .cli_support import float_in, positive_int, seed_arg
 
     p = subparsers.add_parser(
         "animate", help="animate a person photo from a driving video or a pose sequence (MP4/GIF)",
@@ -610,7 +600,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
-    from .cli import _device
+    from .cli_support import device as _device
     from .fileio import check_output_file
     from .images import _open
     from .pipeline import RPFMPipeline

@@ -1,93 +1,25 @@
-"""Command line: ``rpfm demo|generate|convert|data|pose|train|export|eval|bench|animate|env``.
+"""Command line: ``rpfm demo|generate|convert|assemble|data|pose|train|codec|export|eval|bench|animate|serve|env``.
 
 Run ``rpfm COMMAND --help`` for details. Each command group registers itself with an ``add_cli(subparsers)``.
 """
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import re
 import sys
 import time
-import warnings
 from pathlib import Path
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-SEED_MAX = 2**64 - 1                     # torch.Generator.manual_seed takes seeds up to this
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from .pipeline import check_device
-
-    return check_device(name, name="--device")
-
-
-def _check_out_image(path: str) -> Path:
-    """--out of an image command: checked (extension, folder, writable) before any work."""
-    from .fileio import check_output_file
-    from .imagefile import IMAGE_SUFFIXES
-
-    return check_output_file(path, "--out", suffixes=IMAGE_SUFFIXES)
-
-
-def _save(image, path: Path) -> None:
-    from .imagefile import save_image
-
-    save_image(image, path)
-
-
-# ---------------------------------------------------------------------------------------------------- argument types
-# argparse types: a bad value stops the command at parsing ("rpfm CMD: error: argument --flag: ..."), before any work.
-def int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def float_in(lo: float | None = None, *, lo_open: bool = False):
-    """A finite float, at least ``lo`` (greater than ``lo`` when ``lo_open``) when given."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)):
-            bound = "" if lo is None else f" {'>' if lo_open else '>='} {lo:g}"
-            raise argparse.ArgumentTypeError(f"expected a finite number{bound}, got {text!r}")
-        return value
-
-    return parse
-
-
-def seed_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"expected a seed in 0 .. 2**64 - 1, got {value}")
-    return value
-
-
-positive_int = int_at_least(1)
+from .cli_support import (DTYPES, SEED_MAX, command_label, flag_names, float_in, int_at_least,  # noqa: F401
+                          positive_int, run, seed_arg)  # run: the error handler, re-exported for callers
+from .cli_support import check_out_image as _check_out_image
+from .cli_support import device as _device
+from .cli_support import save_image as _save
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from .demo import grid, load_release
+    from .demo import GRID_LABELS, grid, load_release
 
     path = _check_out_image(args.out)
     device = _device(args.device)
@@ -99,7 +31,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = pipe(sources, poses, num_steps=args.steps, guidance_scale=args.guidance,
                generator=torch.Generator().manual_seed(args.seed))
     rows = [[s, p, o, t] for (_, s, p, t), o in zip(pairs, out.images)]
-    _save(grid(rows), path)
+    _save(grid(rows, labels=GRID_LABELS), path)
     print(f"wrote {args.out}: {len(rows)} held-out pairs (source | target pose | generated | ground truth) in "
           f"{time.perf_counter() - t0:.2f} s on {device}, {out.nfe} steps, sampler {out.backends['sampler']}")
     return 0
@@ -108,23 +40,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from .batch import generate_batch, jobs_from_folders, jobs_from_pairs_file, load_pose
     from .pipeline import RPFMPipeline
 
-    out = _check_out_image(args.out)
+    batch = args.pairs is not None or (args.source is not None and Path(args.source).is_dir())
+    if args.pairs is None and (args.source is None or args.pose is None):
+        raise ValueError("--source and --pose: give both (files for one image, folders for every source x pose), "
+                         "or --pairs pairs.csv.")
+    if args.pairs is not None and (args.source is not None or args.pose is not None):
+        raise ValueError("--pairs: give either --pairs or --source/--pose, not both.")
+    if not batch and Path(args.pose).is_dir():
+        raise ValueError(f"--pose: '{args.pose}' is a folder but --source is a file. Give two folders (every source x "
+                         "every pose) or two files.")
+    if batch:
+        from .fileio import check_output_folder
+
+        out = check_output_folder(args.out, "--out")               # before loading the model
+    else:
+        out = _check_out_image(args.out)
     device = _device(args.device)
     dtype = getattr(torch, DTYPES[args.dtype])
     pipe = RPFMPipeline.from_pretrained(args.model, device=device, dtype=dtype)
-    generator = torch.Generator().manual_seed(args.seed)
+    call = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, solver=args.solver,
+                resize=args.resize or False)
     t0 = time.perf_counter()
-    pose = args.pose
-    if Path(pose).suffix.lower() in (".json", ".npy", ".txt"):
-        from .pose.formats import load_keypoints
-
-        # OpenPose / .npy coordinates carry no frame: take them as pixels of an image_size x image_size image
-        size = None if Path(pose).suffix.lower() == ".txt" else (pipe.config.image_size,) * 2
-        pose = load_keypoints(pose, size)
-    result = pipe(args.source, pose, num_steps=args.steps, guidance_scale=args.guidance, solver=args.solver,
-                  generator=generator, resize=args.resize)
+    if batch:
+        jobs = jobs_from_pairs_file(args.pairs) if args.pairs else jobs_from_folders(args.source, args.pose)
+        made, skipped = generate_batch(pipe, jobs, args.out, batch_size=args.batch_size, seed=args.seed,
+                                       progress=not args.no_progress, **call)
+        print(f"wrote {made} images to {args.out} in {time.perf_counter() - t0:.2f} s on {device}"
+              + (f" ({skipped} already there, skipped)" if skipped else ""))
+        return 0
+    if args.no_progress:
+        pipe.set_progress_bar_config(disable=True)
+    pose = load_pose(args.pose, pipe.config.image_size)
+    result = pipe(args.source, pose, generator=torch.Generator().manual_seed(args.seed), **call)
     _save(result.images[0], out)
     print(f"wrote {out} in {time.perf_counter() - t0:.2f} s on {device} (NFE {result.nfe}, {result.backends})")
     return 0
@@ -162,6 +112,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .framing import RESIZE_MODES
     from .samplers import SOLVERS
 
     parser = argparse.ArgumentParser(prog="rpfm", description="Pose-guided person image synthesis with flow "
@@ -180,24 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     demo.set_defaults(func=cmd_demo)
 
-    gen = sub.add_parser("generate", help="generate one image from a source photo and a target pose",
-                         description="Load a pipeline folder (from save_pretrained) and render the person in "
-                         "SOURCE in the pose drawn in POSE (an OpenPose-style skeleton image, RGB on black).",
-                         epilog="example: rpfm generate --model ./rpfm-b2 --source person.png --pose pose.png "
-                         "--out out.png --steps 60 --guidance 1.1")
-    gen.add_argument("--model", required=True, help="pipeline folder written by RPFMPipeline.save_pretrained")
-    gen.add_argument("--source", required=True, help="source person image (image_size x image_size, or --resize)")
-    gen.add_argument("--pose", required=True, help="target pose: keypoints (.json OpenPose or rpfm JSON, .npy, PIDM "
-                     ".txt) or a rendered skeleton image (same size as --source)")
-    gen.add_argument("--out", required=True, help="output image: .png, .jpg, .webp, .bmp or .tif (the format "
-                     "follows the extension)")
+    gen = sub.add_parser("generate", help="generate images from source photos and target poses (one or a batch)",
+                         description="Load a pipeline folder (from save_pretrained; default: the shipped demo model) "
+                         "and render the person in SOURCE in the pose POSE (keypoints or an OpenPose-style skeleton "
+                         "image, RGB on black). Batches: --pairs pairs.csv (header source,pose[,out]) or two "
+                         "folders (every source x every pose), written to the --out folder with a progress bar; "
+                         "images already there are skipped, so an interrupted run resumes.",
+                         epilog="examples: rpfm generate --source person.png --pose pose.json --out out.png   |   "
+                         "rpfm generate --model ./rpfm-b2 --pairs pairs.csv --out results/ --steps 60 --guidance 1.1")
+    gen.add_argument("--model", default="demo",
+                     help="pipeline folder written by RPFMPipeline.save_pretrained (default: demo, the shipped model)")
+    gen.add_argument("--source", help="source person image, or a folder of them (image_size x image_size, or "
+                     "--resize)")
+    gen.add_argument("--pose", help="target pose: keypoints (.json OpenPose or rpfm JSON, .npy, PIDM .txt) or a "
+                     "rendered skeleton image, or a folder of them")
+    gen.add_argument("--pairs", help="CSV with a header source,pose[,out]: one output per row (paths relative to the "
+                     "CSV's folder)")
+    gen.add_argument("--out", required=True, help="output image (one pair): .png, .jpg, .webp, .bmp or .tif (the "
+                     "format follows the extension); or a folder (batches)")
+    gen.add_argument("--batch-size", type=positive_int, default=8, help="pairs per pipeline call in batches (default: 8)")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
     gen.add_argument("--steps", type=positive_int, default=60, help="solver steps (default: 60, the paper's NFE)")
     gen.add_argument("--guidance", type=float_in(0), default=1.1, help="guidance scale (default: 1.1; 1.0 = off)")
     gen.add_argument("--solver", choices=SOLVERS, default="euler")
     gen.add_argument("--seed", type=seed_arg, default=0)
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     gen.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    gen.add_argument("--resize", action="store_true", help="resize inputs to the model's image size")
+    gen.add_argument("--resize", nargs="?", const="stretch", choices=RESIZE_MODES, default=None,
+                     help="bring inputs of another size to the model's square: crop (square around the person, "
+                     "aspect kept), fit (whole photo, padded) or stretch (the default when --resize has no value)")
     gen.set_defaults(func=cmd_generate)
 
     conv = sub.add_parser("convert", help="turn a checkpoint trained elsewhere into a pipeline folder",
@@ -222,84 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=cmd_convert)
 
     from .animate import add_cli as add_animate_cli
-    from .data.synthetic import add_cli as add_data_cli
+    from .assemble import add_cli as add_assemble_cli
+    from .data.cli import add_cli as add_data_cli
     from .evaluate import add_cli as add_eval_cli
     from .pose.cli import add_cli as add_pose_cli
+    from .serve.cli import add_cli as add_serve_cli
     from .speed import add_cli as add_bench_cli
     from .train.cli import add_cli as add_train_cli
+    from .train.codec_cli import add_cli as add_codec_cli
 
-    for add in (add_data_cli, add_pose_cli, add_train_cli, add_eval_cli, add_bench_cli, add_animate_cli):
+    for add in (add_data_cli, add_pose_cli, add_train_cli, add_codec_cli, add_eval_cli, add_bench_cli,
+                add_animate_cli, add_assemble_cli, add_serve_cli):
         add(sub)
 
     env = sub.add_parser("env", help="print versions, devices and the backend chosen for every op")
     env.set_defaults(func=cmd_env)
     return parser
-
-
-# ---------------------------------------------------------------------------------------------------- errors
-USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, ImportError)
-DEBUG_ENV = "RPFM_DEBUG"
-# Python argument names that library errors start with, and the flag the CLI user typed instead.
-_FLAG_NAMES = {"source_image": "--source", "target_pose": "--pose", "num_steps": "--steps",
-               "guidance_scale": "--guidance", "batch_size": "--batch-size", "max_frames": "--max-frames",
-               "out_dir": "--out", "fps": "--fps", "seed": "--seed"}
-
-
-def command_label(args: argparse.Namespace) -> str:
-    """'generate', 'data synth', ...: the words the user typed to pick the command."""
-    words = [args.command] + [v for k, v in sorted(vars(args).items()) if k.endswith("_command") and
-                              k != "command" and isinstance(v, str)]
-    return " ".join(words)
-
-
-def flag_names(message: str, names: dict[str, str] | None = None) -> str:
-    """Rewrite Python argument names at the start of an error message (``num_steps: ...``, ``source_image[0]: ...``)
-    and ``resize=True`` hints into the CLI flags the user typed."""
-    names = {**_FLAG_NAMES, **(names or {})}
-    message = message.replace("pass resize=True", "pass --resize")
-    m = re.match(r"^(\w+)(?=[\[:])", message)
-    if m and m.group(1) in names:
-        message = names[m.group(1)] + message[m.end():]
-    return message
-
-
-def _describe(e: BaseException) -> str:
-    """The message; an OS error raised by the system (errno set) as "Permission denied: 'path'"."""
-    if isinstance(e, OSError) and e.strerror:
-        files = "".join(f" '{f}'" for f in (e.filename, e.filename2) if f)
-        return f"{e.strerror}:{files}" if files else e.strerror
-    return str(e) or type(e).__name__
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run a parsed command. Errors meant for users (bad values, missing or unreadable files, OS errors) print one
-    line ``rpfm COMMAND: error: ...`` and return 2; warnings print as ``rpfm COMMAND: warning: ...``. Anything else
-    is reported the same way as an unexpected error (set RPFM_DEBUG=1 for the traceback)."""
-    label = command_label(args)
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"rpfm {label}: warning: {message}", file=sys.stderr, flush=True)
-
-    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        try:
-            return args.func(args)
-        except KeyboardInterrupt:
-            print(f"rpfm {label}: interrupted", file=sys.stderr)
-            return 130
-        except USER_ERRORS as e:
-            if debug:
-                raise
-            print(f"rpfm {label}: error: {flag_names(_describe(e), getattr(args, '_flag_names', None))}",
-                  file=sys.stderr)
-            return 2
-        except Exception as e:  # noqa: BLE001 -- the last line of defence against a raw traceback
-            if debug:
-                raise
-            print(f"rpfm {label}: error: unexpected {type(e).__name__}: {str(e).rstrip('.')}. This is a bug in "
-                  f"rpfm; run again with {DEBUG_ENV}=1 for the traceback and report it.", file=sys.stderr)
-            return 2
 
 
 def main(argv: list[str] | None = None) -> int:

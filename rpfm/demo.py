@@ -11,7 +11,9 @@ dataset and tests that need an image without files.
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +47,35 @@ def demo_config() -> RPFMConfig:
                       depth=2, num_heads=2, branches=("local_source", "local_pose"))
 
 
-def demo_pipeline(seed: int = 0):
-    """An untrained pipeline of :func:`demo_config` (for tests and benchmarks; adaLN-Zero makes it output noise)."""
+DEMO_NAME = "demo"
+"""``RPFMPipeline.from_pretrained("demo")`` loads the shipped release (a local folder of that name wins)."""
+
+
+def resolve_pretrained(path: str | os.PathLike) -> Path:
+    """The folder ``from_pretrained(path)`` reads: ``path`` itself, or the shipped release for ``"demo"`` when no
+    folder of that name exists here."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"from_pretrained: expected a folder path or {DEMO_NAME!r}, got {type(path).__name__}.")
+    folder = Path(path)
+    if os.fspath(path) == DEMO_NAME and not folder.exists():
+        return ASSET_DIR
+    return folder
+
+
+def untrained_demo_pipeline(seed: int = 0):
+    """An UNTRAINED pipeline of :func:`demo_config` (random init, for tests and benchmarks: adaLN-Zero makes it
+    output noise). The trained demo model is ``RPFMPipeline.from_pretrained("demo")``."""
     from .pipeline import RPFMPipeline
 
     torch.manual_seed(seed)
     return RPFMPipeline(RPFM(demo_config()), PixelCodec(downsample=4))
+
+
+def demo_pipeline(seed: int = 0):
+    """Deprecated name of :func:`untrained_demo_pipeline` (it never was the trained demo model)."""
+    warnings.warn("rpfm.demo.demo_pipeline() returns an UNTRAINED model and is renamed untrained_demo_pipeline(); "
+                  "the trained demo model is RPFMPipeline.from_pretrained('demo').", FutureWarning, stacklevel=2)
+    return untrained_demo_pipeline(seed)
 
 
 def load_release(path: str | Path = ASSET_DIR):
@@ -140,11 +165,19 @@ def demo_inputs(size: int = 64) -> tuple[Image.Image, Image.Image]:
     return draw_person(_STANDING, size), draw_pose(_WALKING, size)
 
 
-def grid(rows: list[list[Image.Image]], scale: int = 4) -> Image.Image:
-    """Rows of equally sized images, upscaled by ``scale`` (nearest) so small outputs are visible."""
+GRID_LABELS = ("source", "target pose", "generated", "ground truth")
+
+
+def grid(rows: list[list[Image.Image]], scale: int = 4, labels: list[str] | tuple[str, ...] | None = None
+         ) -> Image.Image:
+    """Rows of equally sized images, upscaled by ``scale`` (nearest) so small outputs are visible; ``labels``
+    (one per column) are written above the columns."""
+    from .labels import with_labels
+
     w, h = rows[0][0].size
-    out = Image.new("RGB", (max(len(r) for r in rows) * w * scale, len(rows) * h * scale))
+    columns = max(len(r) for r in rows)
+    out = Image.new("RGB", (columns * w * scale, len(rows) * h * scale))
     for j, row in enumerate(rows):
         for i, im in enumerate(row):
             out.paste(im.resize((w * scale, h * scale), Image.NEAREST), (i * w * scale, j * h * scale))
-    return out
+    return with_labels(out, [w * scale] * columns, labels)

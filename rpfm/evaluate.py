@@ -168,14 +168,18 @@ def check_pair_images(dataset, n: int) -> None:
 
 def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_scale: float, solver: str = "euler",
                    batch_size: int = 16, seed: int = 0, rank: int = 0, world_size: int = 1,
-                   limit: int | None = None) -> int:
-    """Generate the dataset's pairs (this rank's share) into ``out_dir/images``; returns how many were made."""
+                   limit: int | None = None, progress: bool = True) -> int:
+    """Generate the dataset's pairs (this rank's share) into ``out_dir/images``; returns how many were made.
+    ``progress`` shows a bar over this rank's pairs still to make (rank 0 only)."""
+    from .progress import ProgressBar
+
     img_dir = out_dir / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     todo = [i for i in range(rank, n, world_size)
             if not (img_dir / _name(*dataset.pairs[i])).is_file()]
     made = 0
+    bar = ProgressBar(len(todo), desc="eval: generating", unit="pair", disable=not progress or rank != 0)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
         items = [dataset[i] for i in idx]
@@ -192,6 +196,8 @@ def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_sca
         for i, img in zip(idx, images):
             _save_png(img.permute(1, 2, 0).numpy(), img_dir / _name(*dataset.pairs[i]))
             made += 1
+        bar.update(len(idx))
+    bar.close()
     return made
 
 
@@ -248,6 +254,14 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     candidates = {"model": out, "baseline: copy source": src}
     if mean_image is not None:
         candidates[MEAN_IMAGE_ROW] = np.broadcast_to(mean_image, tgt.shape).copy()
+    if metric_size is not None:     # every image into the metric frame (e.g. DeepFashion's 256x176), as CFLD does
+        from .metrics import to_metric_frame
+
+        def frame(a: np.ndarray) -> np.ndarray:
+            return to_metric_frame(a, tuple(metric_size)).permute(0, 2, 3, 1).numpy()
+
+        tgt = frame(tgt)
+        candidates = {k: frame(v) for k, v in candidates.items()}
     result: dict = {"pairs": n, "metric_size": list(metric_size) if metric_size else list(tgt.shape[1:3]),
                     "rows": {}}
     lpips_error = None
@@ -551,7 +565,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     Under torchrun (WORLD_SIZE > 1) the ranks join a gloo process group; rank 0 reads the images only after a
     barrier that every rank reaches once its images are written. Other ranks return {}.
     """
-    from .cli import _device
+    from .cli_support import device as _device
     from .data import open_dataset
     from .pipeline import RPFMPipeline
 
@@ -603,7 +617,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         made = generate_pairs(pipe, test, out_dir, num_steps=args.steps, guidance_scale=args.guidance,
                               solver=args.solver, batch_size=args.batch_size, seed=args.seed, rank=rank,
-                              world_size=world, limit=args.limit)
+                              world_size=world, limit=args.limit,
+                              progress=not getattr(args, "no_progress", False))
         gen_s = time.perf_counter() - t0
         if world > 1:
             dist.barrier()                                   # every rank's images are on disk past this point
@@ -646,10 +661,10 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 
 def add_cli(sub) -> None:
-    from .cli import float_in, positive_int, seed_arg
+    from .cli_support import float_in, plain, positive_int, seed_arg
 
     p = sub.add_parser("eval", help="generate a dataset's test pairs; SSIM/PSNR/LPIPS/FID with baselines",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="pipeline folder")
     p.add_argument("--data", required=True, help="dataset root, CFLD or PIDM LMDB layout (e.g. from `rpfm data synth`)")
     p.add_argument("--split", default="test", choices=("train", "test"))
@@ -686,4 +701,5 @@ def add_cli(sub) -> None:
                    help="matrix square root for the Fréchet distance: eigh (numpy, exact, faster) or sqrtm "
                    "(pytorch-fid's scipy route); they agree to ~1e-6 relative (default: eigh)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while generating")
     p.set_defaults(func=lambda a: (run_eval(a), 0)[1])

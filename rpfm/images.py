@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -31,8 +30,8 @@ _ACCEPTED = ("a PIL.Image, a file path (str / pathlib.Path), a numpy array (H, W
 
 # ---------------------------------------------------------------------------------------------------- input
 def to_image_tensor(image: Any, *, name: str = "image", size: int | tuple[int, int] | None = None,
-                    value_range: str = "[-1,1]", resize: bool = False, device: torch.device | str | None = None,
-                    dtype: torch.dtype = torch.float32) -> Tensor:
+                    value_range: str = "[-1,1]", resize: bool | str = False, device: torch.device | str | None = None,
+                    dtype: torch.dtype = torch.float32, box: Any = None) -> Tensor:
     """Convert user input to a (B, 3, H, W) ``dtype`` tensor on ``device`` with values in ``value_range``.
 
     Args:
@@ -40,8 +39,14 @@ def to_image_tensor(image: Any, *, name: str = "image", size: int | tuple[int, i
         name: the argument name used in error messages (e.g. "source_image").
         size: required (H, W) (an int means square). None accepts any size (list items must still agree).
         value_range: "[-1,1]" or "[0,1]".
-        resize: when the size differs, resize bicubic with antialias instead of raising ValueError.
+        resize: when the size differs: False raises ValueError; "stretch" (or True), "crop" or "fit" bring the
+            image to ``size`` (``rpfm.framing``: "crop" and "fit" keep the aspect; bicubic with antialias).
+        box: the person's (x1, y1, x2, y2) in pixels, for resize="crop" (None: the middle of the image); for a list
+            of images, a list with one box (or None) per image.
     """
+    from .framing import check_resize
+
+    resize = check_resize(resize)
     if value_range not in VALUE_RANGES:
         raise ValueError(f"{name}: value_range must be one of {list(VALUE_RANGES)}, got {value_range!r}.")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -50,7 +55,9 @@ def to_image_tensor(image: Any, *, name: str = "image", size: int | tuple[int, i
     if isinstance(image, (list, tuple)):
         if len(image) == 0:
             raise ValueError(f"{name}: got an empty {type(image).__name__}. Pass at least one image.")
-        parts = [_one(item, f"{name}[{i}]", target, value_range, resize, nested=True) for i, item in enumerate(image)]
+        boxes = box if isinstance(box, list) else [box] * len(image)    # one box per item, or one for all
+        parts = [_one(item, f"{name}[{i}]", target, value_range, resize, nested=True, box=boxes[i])
+                 for i, item in enumerate(image)]
         sizes = sorted({tuple(p.shape[-2:]) for p in parts})
         if len(sizes) > 1:
             raise ValueError(f"{name}: all images in a list must share one size, got sizes {sizes}. Resize them "
@@ -58,7 +65,7 @@ def to_image_tensor(image: Any, *, name: str = "image", size: int | tuple[int, i
         devices = {p.device for p in parts}
         x = torch.cat([p.to(next(iter(devices))) for p in parts]) if len(devices) > 1 else torch.cat(parts)
     else:
-        x = _one(image, name, target, value_range, resize, nested=False)
+        x = _one(image, name, target, value_range, resize, nested=False, box=box)
     return x.to(device=device, dtype=dtype)
 
 
@@ -73,8 +80,8 @@ def _parse_size(size: Any, name: str) -> tuple[int, int] | None:
     raise ValueError(f"{name}: size must be None, a positive int or an (H, W) pair of positive ints, got {size!r}.")
 
 
-def _one(image: Any, name: str, target: tuple[int, int] | None, value_range: str, resize: bool,
-         nested: bool) -> Tensor:
+def _one(image: Any, name: str, target: tuple[int, int] | None, value_range: str, resize: str | None,
+         nested: bool, box: Any = None) -> Tensor:
     """One input (anything but a list) -> float32 (B, 3, H, W) in ``value_range``, sized to ``target``."""
     if isinstance(image, (str, os.PathLike)):
         image = _open(image, name)
@@ -96,10 +103,12 @@ def _one(image: Any, name: str, target: tuple[int, int] | None, value_range: str
         want = "x".join(map(str, target))
         if not resize:
             raise ValueError(f"{name}: expected a {want} image, got {got}. Resize it to {want} first, or pass "
-                             "resize=True.")
-        lo, hi = VALUE_RANGES[in_range]
-        x = F.interpolate(x, size=target, mode="bicubic", align_corners=False, antialias=True)
-        x = x.clamp(lo, hi)  # bicubic overshoots at edges
+                             "resize='crop' (square around the person), 'fit' (pad) or 'stretch'.")
+        from .framing import resize_square
+
+        # Poses are drawn on black: pad them with black; photos repeat their edge pixels.
+        x = resize_square(x, target, resize, box=box, pad="zeros" if value_range == "[0,1]" else "replicate",
+                          value_range=VALUE_RANGES[in_range])
     if in_range != value_range:  # only ever [0, 1] -> [-1, 1]: float tensors arrive in value_range already
         x = x * 2 - 1
     return x

@@ -11,6 +11,7 @@ A pipeline folder (``save_pretrained`` / ``from_pretrained``)::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from torch import Tensor
 from . import config as config_mod
 from . import samplers
 from .codec import LatentCodec, load_codec
+from .components import check_component_types
 from .features import GlobalFeatureExtractor, load_feature_extractor
 from .fileio import (atomic_write_json, check_tensors, load_tensors, read_json, read_metadata,
                      remove_stale_temporaries, save_tensors)
@@ -33,6 +35,9 @@ from .flow import GuidedVelocity, check_guidance_scale
 from .graph_sampler import GraphSamplerCache
 from .images import to_image_tensor, to_output
 from .model import RPFM, Condition
+from .noise import initial_noise
+from .offload import onload
+from .progress import ProgressBar, check_progress_options
 
 logger = logging.getLogger("rpfm")
 
@@ -60,14 +65,15 @@ class RPFMPipeline:
 
     Example::
 
-        pipe = RPFMPipeline.from_pretrained("path/to/rpfm-b2").to("cuda", torch.bfloat16)
-        out = pipe(source_image, target_pose, num_steps=60, guidance_scale=1.1,
-                   generator=torch.Generator("cuda").manual_seed(0))
+        pipe = RPFMPipeline.from_pretrained("demo")            # or a folder; .to("cuda", torch.bfloat16)
+        out = pipe(source_image, target_pose, num_inference_steps=60, guidance_scale=1.1,
+                   generator=torch.Generator().manual_seed(0))
         out.images[0].save("out.png")
     """
 
     def __init__(self, model: RPFM, codec: LatentCodec, pose_encoder: GlobalFeatureExtractor | None = None,
                  source_encoder: GlobalFeatureExtractor | None = None):
+        check_component_types(model, codec, pose_encoder, source_encoder)
         cfg = model.config
         if codec.latent_channels != cfg.latent_channels or codec.downsample != cfg.latent_downsample:
             raise ValueError(f"codec: produces {codec.latent_channels}-channel latents at 1/{codec.downsample} "
@@ -85,6 +91,8 @@ class RPFMPipeline:
         self.pose_encoder = pose_encoder.eval() if pose_encoder is not None else None
         self.source_encoder = source_encoder.eval() if source_encoder is not None else None
         self._graphs = GraphSamplerCache()   # captured samplers per shape; rebuilt when weights move
+        self._offload_device: torch.device | None = None   # set by enable_model_cpu_offload()
+        self._progress_config: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -102,17 +110,56 @@ class RPFMPipeline:
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.codec, self.pose_encoder, self.source_encoder) if m is not None]
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "RPFMPipeline":
-        """Move every component (model, codec, feature extractors) to ``device`` and/or ``dtype``."""
+    def to(self, *args: Any, device: str | torch.device | None = None,
+           dtype: torch.dtype | None = None) -> "RPFMPipeline":
+        """Move every component (model, codec, feature extractors) to a device and/or dtype, in any order, like
+        ``torch.nn.Module.to``: ``pipe.to("cuda")``, ``pipe.to(torch.bfloat16)``, ``pipe.to("cuda", torch.bfloat16)``.
+        A device move ends model CPU offload (see :meth:`enable_model_cpu_offload`)."""
+        for arg in args:
+            if arg is None:
+                continue
+            if isinstance(arg, torch.dtype) and dtype is None:
+                dtype = arg
+            elif isinstance(arg, (str, torch.device)) and not isinstance(arg, torch.dtype) and device is None:
+                device = arg
+            else:
+                raise TypeError(f"to(): unexpected argument {arg!r}. Pass at most one device (e.g. 'cuda') and one "
+                                "dtype (e.g. torch.bfloat16), positionally or as device=/dtype=.")
         if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise TypeError(f"dtype: expected torch.float32, torch.float16 or torch.bfloat16, got {dtype}.")
         if device is not None:
             device = check_device(device)
+            self._offload_device = None
         for m in self._modules():
             m.to(device=device, dtype=dtype)
         self.model.reset_backends()
         self._graphs.clear()
         return self
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> "RPFMPipeline":
+        """Keep the codec and the DINOv2 encoders in CPU memory and move each to ``device`` only for its stage
+        (encode source, encode pose, decode); the DiT stays on ``device``. Lowers peak device memory at the cost of
+        weight copies per call (see ``rpfm.offload``). ``pipe.to(device)`` turns it off."""
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"enable_model_cpu_offload: device {str(device)!r} is not available on this machine "
+                               "(no CUDA). Offload only helps with an accelerator; on a CPU simply use the pipeline.")
+        self.model.to(device)
+        for m in (self.codec, self.pose_encoder, self.source_encoder):
+            if m is not None:
+                m.to("cpu")
+        self._offload_device = device
+        self.model.reset_backends()
+        self._graphs.clear()
+        return self
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """Options for the sampling progress bar (tqdm keywords), e.g. ``disable=True`` or ``desc="sampling"``."""
+        self._progress_config = check_progress_options(kwargs)
+
+    def progress_bar(self, total: int) -> ProgressBar:
+        """A progress bar over ``total`` sampler steps, configured by :meth:`set_progress_bar_config`."""
+        return ProgressBar(total, **{"desc": "rpfm", "unit": "step", "leave": False, **self._progress_config})
 
     def set_backends(self, **backends: str) -> "RPFMPipeline":
         """Require op backends, e.g. ``pipe.set_backends(attention="sdpa")`` (see the README's ops table);
@@ -164,12 +211,20 @@ class RPFMPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, codec: LatentCodec | None = None,
-                        pose_encoder: GlobalFeatureExtractor | None = None,
+                        dtype: torch.dtype | None = None, torch_dtype: torch.dtype | None = None,
+                        codec: LatentCodec | None = None, pose_encoder: GlobalFeatureExtractor | None = None,
                         source_encoder: GlobalFeatureExtractor | None = None) -> "RPFMPipeline":
-        """Load a pipeline folder. Components passed explicitly replace the folder's (e.g. an SD-VAE kept
-        elsewhere). Weights are read with safetensors only."""
-        path = Path(path)
+        """Load a pipeline folder, or ``"demo"``: the demo model shipped with rpfm (a local folder named ``demo``
+        wins). Components passed explicitly replace the folder's (e.g. an SD-VAE kept elsewhere). ``torch_dtype``
+        (diffusers' name) and ``dtype`` are the same option. Weights are read with safetensors only."""
+        from .demo import resolve_pretrained
+
+        if torch_dtype is not None:
+            if dtype is not None and dtype != torch_dtype:
+                raise ValueError(f"torch_dtype: got torch_dtype={torch_dtype} and dtype={dtype}; they are the same "
+                                 "option, pass one.")
+            dtype = torch_dtype
+        path = resolve_pretrained(path)
         if not path.is_dir():
             raise FileNotFoundError(f"from_pretrained: no folder at '{path}'. Pass the folder written by "
                                     f"save_pretrained() (it holds {CONFIG_NAME} and {WEIGHTS_NAME}).")
@@ -201,10 +256,20 @@ class RPFMPipeline:
         """The source's half of the condition: its latent z_s (B, C, h, w) and its share of the aggregation,
         g_s + l_s (B, 1, D) (None when both source branches are off). Computed once per source."""
         cfg, dev, dt = self.config, self.device, self.dtype
+        box = None
+        if resize == "crop":
+            from .framing import estimate_person_box
+
+            box = ([estimate_person_box(s, owner=self) for s in source_image]    # None: centre crop
+                   if isinstance(source_image, (list, tuple)) else estimate_person_box(source_image, owner=self))
         src = to_image_tensor(source_image, name="source_image", size=cfg.image_size, value_range="[-1,1]",
-                              device=dev, dtype=dt, resize=resize)                   # (B, 3, H, W) in [-1, 1]
-        z_s = self.codec.encode(src).to(dt)                                         # (B, C, h, w)
-        f_src = self.source_encoder(src).to(dt) if "global_source" in cfg.branches else None  # (B, 257, 1536)
+                              device=dev, dtype=dt, resize=resize, box=box)          # (B, 3, H, W) in [-1, 1]
+        with onload(self.codec, self._offload_device):
+            z_s = self.codec.encode(src).to(dev, dt)                                # (B, C, h, w)
+        f_src = None
+        if "global_source" in cfg.branches:
+            with onload(self.source_encoder, self._offload_device):
+                f_src = self.source_encoder(src).to(dev, dt)                        # (B, 257, 1536)
         return z_s, self.model.source_branches(z_s=z_s, f_src=f_src)
 
     @torch.no_grad()
@@ -213,10 +278,14 @@ class RPFMPipeline:
         """The pose's half: the pose latent z_p (B, C, h, w) and g_p + l_p (B, 1, D) (or None). Accepts
         keypoints or rendered skeletons (see ``__call__``)."""
         cfg, dev, dt = self.config, self.device, self.dtype
-        pose = to_image_tensor(_render_keypoints(target_pose, cfg.image_size), name=name, size=cfg.image_size,
+        pose = to_image_tensor(_render_keypoints(target_pose, cfg.image_size, resize), name=name, size=cfg.image_size,
                                value_range="[0,1]", device=dev, dtype=dt, resize=resize)  # (B, 3, H, W) in [0, 1]
-        z_p = self.codec.encode(pose * 2 - 1).to(dt)                                # pose latent from [-1, 1]
-        f_pose = self.pose_encoder(pose).to(dt) if "global_pose" in cfg.branches else None     # (B, 257, 768)
+        with onload(self.codec, self._offload_device):
+            z_p = self.codec.encode(pose * 2 - 1).to(dev, dt)                       # pose latent from [-1, 1]
+        f_pose = None
+        if "global_pose" in cfg.branches:
+            with onload(self.pose_encoder, self._offload_device):
+                f_pose = self.pose_encoder(pose).to(dev, dt)                        # (B, 257, 768)
         return z_p, self.model.pose_branches(z_p=z_p, f_pose=f_pose)
 
     @torch.no_grad()
@@ -230,21 +299,28 @@ class RPFMPipeline:
                              f"{z_s.shape[0]}. Pass one pose per source image (or a single one of each).")
         return self.model.combine_condition(source_part, pose_part, z_s=z_s, z_p=z_p)
 
-    def prepare_noise(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
-        """x1 ~ N(0, I): (B, C, h, w), drawn on the generator's device (CPU if none) so seeds agree across devices."""
+    def prepare_noise(self, batch_size: int, generator: Any = None, latents: Tensor | None = None) -> Tensor:
+        """x1 ~ N(0, I): (B, C, h, w), drawn on the generator's device (CPU if none) so seeds agree across devices;
+        ``generator`` may be a list with one per sample; ``latents`` is the noise itself (see ``rpfm.noise``)."""
         cfg = self.config
-        shape = (batch_size, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
-        gen_device = generator.device if generator is not None else torch.device("cpu")
-        return torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32).to(
-            self.device, self.dtype)
+        return initial_noise(batch_size, (cfg.latent_channels, cfg.latent_size, cfg.latent_size),
+                             generator=generator, latents=latents, device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        """Latents (B, C, h, w) at t = 0 -> images (B, 3, H, W) float32, roughly in [-1, 1] (not clamped)."""
+        with onload(self.codec, self._offload_device):
+            return self.codec.decode(latents.to(self.dtype)).float()
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
-    def __call__(self, source_image: Any, target_pose: Any, *, num_steps: int = 60, guidance_scale: float = 1.1,
-                 solver: str = "euler", generator: torch.Generator | None = None, output_type: str = "pil",
-                 return_dict: bool = True, sampler_backend: str = "auto", resize: bool = False,
-                 atol: float = 1e-5, rtol: float = 1e-5, pose_from: str = "auto",
-                 pose_estimator: Any = None) -> RPFMOutput | tuple:
+    def __call__(self, source_image: Any, target_pose: Any, *, num_inference_steps: int | None = None,
+                 guidance_scale: float = 1.1, solver: str = "euler", generator: Any = None,
+                 latents: Tensor | None = None, output_type: str = "pil", return_dict: bool = True,
+                 callback_on_step_end: Any = None, callback_on_step_end_tensor_inputs: list[str] | None = None,
+                 sampler_backend: str = "auto", resize: bool | str = False, atol: float = 1e-5, rtol: float = 1e-5,
+                 pose_from: str = "auto", pose_estimator: Any = None,
+                 num_steps: int | None = None) -> RPFMOutput | tuple:
         """Generate the source person in the target pose.
 
         Args:
@@ -254,11 +330,19 @@ class RPFMPipeline:
             target_pose: the target pose, one per source: ``rpfm.pose.Keypoints`` (OpenPose-18, any frame; rendered
                 with the X-MDPT renderer) or a list of them, or an already rendered skeleton image (RGB, values in
                 [0, 1]; same accepted types as ``source_image``).
-            num_steps: fixed solver steps (Euler: NFE = num_steps; Heun: 2 x). Ignored by dopri5.
+            num_inference_steps: fixed solver steps, default 60 (Euler: NFE = steps; Heun: 2 x). Ignored by
+                dopri5. ``num_steps`` is the same option under its earlier name.
             guidance_scale: classifier-free guidance w >= 0; 1.0 skips the unconditional pass (paper: 1.1 at 256).
             solver: "euler", "heun" or "dopri5" (adaptive, atol/rtol).
-            generator: a torch.Generator for reproducible noise.
+            generator: a torch.Generator for reproducible noise, or a list with one per sample.
+            latents: the initial noise x1 at t = 1, (B, C, h, w) (instead of drawing it with ``generator``).
             output_type: "pil", "np", "pt" or "latent".
+            callback_on_step_end: ``fn(pipe, step, t, callback_kwargs) -> dict`` called after every solver step
+                (diffusers' convention): ``callback_kwargs["latents"]`` is the state after the step, and a returned
+                ``{"latents": x}`` replaces it. The CUDA-graph sampler cannot call Python per step, so a callback
+                makes ``sampler_backend="auto"`` use the eager loop (``"graph"`` raises). With dopri5 it runs after
+                every velocity evaluation and cannot replace the latents.
+            callback_on_step_end_tensor_inputs: the tensors passed in ``callback_kwargs``; only ["latents"].
             sampler_backend: "auto" (the C++ CUDA-graph sampler on CUDA for fixed-step solvers when built, else
                 eager), "graph" (require it) or "eager".
             pose_from: how to read ``target_pose``: "auto" (Keypoints are rendered, images are rendered skeletons),
@@ -267,10 +351,15 @@ class RPFMPipeline:
             pose_estimator: the estimator for pose_from="photo" (``rpfm.pose.load_estimator(...)``); default
                 BlazePose, built on first use and kept on the pipeline. A photo with nobody in it raises ValueError.
 
+            resize: how to bring inputs of another size to image_size x image_size: False (refuse), "stretch"
+                (or True), "crop" or "fit" (aspect kept); see ``rpfm.images``.
+
         Returns:
-            :class:`RPFMOutput` (or ``(images,)`` when ``return_dict=False``).
+            :class:`RPFMOutput` (or ``(images,)`` when ``return_dict=False``). A progress bar runs over the steps
+            (:meth:`set_progress_bar_config` configures or disables it).
         """
-        num_steps = samplers.check_num_steps(num_steps)
+        num_steps = _steps_alias(num_inference_steps, num_steps)
+        step_callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         guidance_scale = check_guidance_scale(guidance_scale)
         samplers.check_solver(solver)
         if output_type not in OUTPUT_TYPES:
@@ -284,13 +373,15 @@ class RPFMPipeline:
 
             target_pose = resolve_target_pose(target_pose, pose_from, pose_estimator, owner=self)
         cond = self.encode_condition(source_image, target_pose, resize=resize)
-        x1 = self.prepare_noise(cond.batch_size, generator)
-        x0, nfe, sampler_name = self._sample(cond, x1, num_steps=num_steps, guidance_scale=guidance_scale,
-                                             solver=solver, sampler_backend=sampler_backend, atol=atol, rtol=rtol)
+        x1 = self.prepare_noise(cond.batch_size, generator, latents)
+        with self.progress_bar(num_steps) if solver != "dopri5" else contextlib.nullcontext() as bar:
+            x0, nfe, sampler_name = self._sample(cond, x1, num_steps=num_steps, guidance_scale=guidance_scale,
+                                                 solver=solver, sampler_backend=sampler_backend, atol=atol,
+                                                 rtol=rtol, callback=step_callback, progress=bar)
         if output_type == "latent":
             images = x0
         else:
-            images = to_output(self.codec.decode(x0.to(self.dtype)).float(), output_type)
+            images = to_output(self.decode(x0), output_type)
         backends = {**self.model.opset(self.device, self.dtype).names, "sampler": sampler_name}
         if not return_dict:
             return (images,)
@@ -306,9 +397,36 @@ class RPFMPipeline:
             return "rpfm._C was built without CUDA; rebuild it on a machine with nvcc and a CUDA torch"
         return None
 
+    def _step_callback(self, callback_on_step_end: Any, tensor_inputs: list[str] | None):
+        """Adapt diffusers' ``callback_on_step_end(pipe, step, t, kwargs)`` to the samplers' ``(step, t, x)``."""
+        if tensor_inputs is not None and (not isinstance(tensor_inputs, (list, tuple))
+                                          or set(tensor_inputs) - {"latents"}):
+            raise ValueError(f"callback_on_step_end_tensor_inputs: only ['latents'] is available, got "
+                             f"{tensor_inputs!r}.")
+        if callback_on_step_end is None:
+            return None
+        if not callable(callback_on_step_end):
+            raise TypeError(f"callback_on_step_end: expected a function fn(pipe, step, t, callback_kwargs) -> dict, "
+                            f"got {type(callback_on_step_end).__name__}.")
+
+        def step_callback(step: int, t: Tensor, x: Tensor) -> Tensor | None:
+            out = callback_on_step_end(self, step, t, {"latents": x})
+            if out is not None and not isinstance(out, dict):
+                raise TypeError(f"callback_on_step_end: must return a dict (e.g. callback_kwargs) or None, got "
+                                f"{type(out).__name__}.")
+            new = (out or {}).get("latents", x)
+            return None if new is x else new
+
+        return step_callback
+
     def _sample(self, cond: Condition, x1: Tensor, *, num_steps: int, guidance_scale: float, solver: str,
-                sampler_backend: str, atol: float, rtol: float) -> tuple[Tensor, int, str]:
+                sampler_backend: str, atol: float, rtol: float, callback: Any = None,
+                progress: ProgressBar | None = None) -> tuple[Tensor, int, str]:
+        """Integrate from x1 (B, C, h, w) at t = 1 to t = 0: (x0, nfe, sampler name). ``callback(step, t, x)`` per
+        step forces the eager loop; ``progress`` advances once per step (all at once after a graph replay)."""
         why_not = self._graph_unavailable(solver)
+        if callback is not None and why_not is None:
+            why_not = "a per-step callback needs the Python loop"
         if sampler_backend == "graph" and why_not:
             raise RuntimeError(f"sampler_backend='graph' is unavailable: {why_not}. Use sampler_backend='eager' "
                                f"(or 'auto', which falls back by itself).")
@@ -318,12 +436,30 @@ class RPFMPipeline:
             sampler = self._graphs.get(self.model, cond, x1, num_steps=num_steps, guided=guidance_scale != 1.0,
                                        solver=solver)
             kind = "cuda-graph" if self.device.type == "cuda" else "cpp-loop"
-            return sampler(cond, x1, guidance_scale), sampler.nfe, f"{kind}-{solver}"
-        if sampler_backend == "auto" and why_not and self.device.type == "cuda" and solver in GRAPH_SOLVERS:
+            x0 = sampler(cond, x1, guidance_scale)
+            if progress is not None:
+                progress.set(num_steps)
+            return x0, sampler.nfe, f"{kind}-{solver}"
+        if (sampler_backend == "auto" and why_not and callback is None and self.device.type == "cuda"
+                and solver in GRAPH_SOLVERS):
             _log_fallback_once(why_not)
+        step_fn = callback
+        if progress is not None and solver != "dopri5":
+            def step_fn(step: int, t: Tensor, x: Tensor) -> Tensor | None:
+                progress.update(1)
+                return callback(step, t, x) if callback is not None else None
         f = GuidedVelocity(self.model, cond, guidance_scale)
-        result = samplers.sample(f, x1, solver=solver, num_steps=num_steps, atol=atol, rtol=rtol)
+        result = samplers.sample(f, x1, solver=solver, num_steps=num_steps, atol=atol, rtol=rtol, callback=step_fn)
         return result.x0, result.nfe, f"eager-{solver}"
+
+
+def _steps_alias(num_inference_steps: int | None, num_steps: int | None) -> int:
+    """``num_inference_steps`` (diffusers) and ``num_steps`` (rpfm's earlier name) are one option; default 60."""
+    if num_inference_steps is not None and num_steps is not None and num_inference_steps != num_steps:
+        raise ValueError(f"num_inference_steps: got num_inference_steps={num_inference_steps} and "
+                         f"num_steps={num_steps}; they are the same option (num_steps is the older name), pass one.")
+    steps = num_inference_steps if num_inference_steps is not None else num_steps
+    return samplers.check_num_steps(60 if steps is None else steps)
 
 
 def load_model_weights(model: RPFM, path: Path) -> None:
@@ -387,11 +523,14 @@ def check_device(device: str | torch.device, *, name: str = "device") -> torch.d
     return dev
 
 
-def _render_keypoints(target_pose: Any, image_size: int) -> Any:
-    """Keypoints (or a list of them) -> rendered pose tensors (B, 3, S, S); anything else passes through."""
+def _render_keypoints(target_pose: Any, image_size: int, resize: bool | str = False) -> Any:
+    """Keypoints (or a list of them) -> rendered pose tensors (B, 3, S, S), framed into the model's square as a
+    photo of their frame would be with ``resize`` ("crop": around the joints; "fit": padded; else stretched);
+    anything else passes through."""
+    from .framing import check_resize, model_pose_image
     from .pose.keypoints import Keypoints
-    from .pose.render import render_pose_tensor
 
+    mode = check_resize(resize)
     if isinstance(target_pose, Keypoints):
         target_pose = [target_pose]
     if isinstance(target_pose, (list, tuple)) and target_pose and all(isinstance(k, Keypoints) for k in target_pose):
@@ -400,7 +539,7 @@ def _render_keypoints(target_pose: Any, image_size: int) -> Any:
             warnings.warn(f"target_pose: {len(blank)} of {len(target_pose)} poses (e.g. index {blank[:5]}) have no "
                           "joint inside their frame (all missing or off-image): the model gets a blank skeleton. "
                           "Check the keypoints' frame (image_size) and coordinates.", UserWarning, stacklevel=2)
-        return torch.stack([render_pose_tensor(k, image_size) for k in target_pose])
+        return torch.stack([model_pose_image(k, image_size, mode) for k in target_pose])
     return target_pose
 
 

@@ -7,6 +7,11 @@ convention of ``rpfm.flow``). Fixed-step solvers use the uniform grid t_i = 1 - 
 - ``heun``: Heun's second-order method (explicit trapezoid), 2N evaluations.
 - ``dopri5``: adaptive Dormand-Prince through torchdiffeq (atol = rtol = 1e-5 by default, LFM); one solve costs
   2 + 6 * (accepted + rejected steps) evaluations. ``num_steps`` is ignored.
+
+``callback(step, t, x) -> x or None`` (optional) runs at the end of every fixed step with the step index, the step's
+start time t (a 0-dim tensor) and the new state x; a returned tensor replaces the state (diffusers'
+``callback_on_step_end``). dopri5 has no steps the caller could edit: it calls ``callback`` after every velocity
+evaluation (step = evaluation index, x = the stage state, read-only) and refuses a returned replacement.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import torch
 from torch import Tensor
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
+StepCallback = Callable[[int, Tensor, Tensor], "Tensor | None"]
 SOLVERS = ("euler", "heun", "dopri5")
 
 
@@ -68,17 +74,31 @@ class _Counted:
         return self.f(x, t)
 
 
-def euler(f: Velocity, x1: Tensor, *, num_steps: int) -> SampleResult:
+def _after_step(callback: StepCallback | None, i: int, t: Tensor, x: Tensor) -> Tensor:
+    if callback is None:
+        return x
+    new = callback(i, t, x)
+    if new is None:
+        return x
+    if not isinstance(new, Tensor) or new.shape != x.shape:
+        raise ValueError(f"callback: step {i} returned {type(new).__name__}"
+                         f"{'' if not isinstance(new, Tensor) else ' of shape ' + str(tuple(new.shape))} as the new "
+                         f"latents; expected a tensor of shape {tuple(x.shape)} (or nothing, to keep them).")
+    return new.to(x.dtype)
+
+
+def euler(f: Velocity, x1: Tensor, *, num_steps: int, callback: StepCallback | None = None) -> SampleResult:
     """Fixed-step explicit Euler from t = 1 to t = 0."""
     f = _Counted(f)
     ts = time_grid(num_steps, device=x1.device)
     x = x1
     for i in range(num_steps):
         x = x + (ts[i + 1] - ts[i]) * f(x, ts[i])
+        x = _after_step(callback, i, ts[i], x)
     return SampleResult(x, f.nfe)
 
 
-def heun(f: Velocity, x1: Tensor, *, num_steps: int) -> SampleResult:
+def heun(f: Velocity, x1: Tensor, *, num_steps: int, callback: StepCallback | None = None) -> SampleResult:
     """Heun's method (explicit trapezoid, 2nd order): predictor Euler step, corrector with the averaged slope."""
     f = _Counted(f)
     ts = time_grid(num_steps, device=x1.device)
@@ -88,10 +108,12 @@ def heun(f: Velocity, x1: Tensor, *, num_steps: int) -> SampleResult:
         d0 = f(x, ts[i])
         x_pred = x + dt * d0
         x = x + dt * 0.5 * (d0 + f(x_pred, ts[i + 1]))
+        x = _after_step(callback, i, ts[i], x)
     return SampleResult(x, f.nfe)
 
 
-def dopri5(f: Velocity, x1: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5) -> SampleResult:
+def dopri5(f: Velocity, x1: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5,
+           callback: StepCallback | None = None) -> SampleResult:
     """Adaptive Dormand-Prince 5(4) via torchdiffeq, time in float64 (LFM's options)."""
     atol, rtol = check_tolerances(atol, rtol)
     try:
@@ -99,17 +121,24 @@ def dopri5(f: Velocity, x1: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5) -
     except ImportError as e:  # pragma: no cover - torchdiffeq is a core dependency
         raise ImportError("solver='dopri5' needs torchdiffeq: pip install torchdiffeq") from e
     counted = _Counted(f)
+
+    def rhs(tt: Tensor, x: Tensor) -> Tensor:
+        v = counted(x, tt.to(torch.float32))
+        if callback is not None and callback(counted.nfe - 1, tt.to(torch.float32), x) is not None:
+            raise ValueError("callback: solver='dopri5' cannot take replaced latents (its stages are not steps a "
+                             "caller can edit). Return nothing from the callback, or use solver='euler'/'heun'.")
+        return v
+
     t = torch.tensor([1.0, 0.0], device=x1.device, dtype=torch.float64)
-    xs = odeint(lambda tt, x: counted(x, tt.to(torch.float32)), x1, t, method="dopri5", atol=atol, rtol=rtol,
-                options={"dtype": torch.float64})
+    xs = odeint(rhs, x1, t, method="dopri5", atol=atol, rtol=rtol, options={"dtype": torch.float64})
     return SampleResult(xs[-1], counted.nfe)
 
 
 def sample(f: Velocity, x1: Tensor, *, solver: str = "euler", num_steps: int = 60, atol: float = 1e-5,
-           rtol: float = 1e-5) -> SampleResult:
+           rtol: float = 1e-5, callback: StepCallback | None = None) -> SampleResult:
     """Integrate dx/dt = f(x, t) from t = 1 (x1, noise) to t = 0 with the named solver."""
     check_solver(solver)
     if solver == "dopri5":
-        return dopri5(f, x1, atol=atol, rtol=rtol)
+        return dopri5(f, x1, atol=atol, rtol=rtol, callback=callback)
     check_num_steps(num_steps)
-    return (euler if solver == "euler" else heun)(f, x1, num_steps=num_steps)
+    return (euler if solver == "euler" else heun)(f, x1, num_steps=num_steps, callback=callback)

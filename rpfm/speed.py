@@ -166,17 +166,27 @@ def sync(device: torch.device) -> None:
 
 
 def run_once(pipe, src: torch.Tensor, pose: torch.Tensor, protocol: SpeedProtocol, *, sampler_backend: str,
-             device: torch.device) -> tuple[dict[str, float], str]:
+             device: torch.device, memory: dict[str, float] | None = None) -> tuple[dict[str, float], str]:
     """One generation of the whole batch: ({stage: ms, "total": ms}, sampler name).
 
-    src: (B, 3, S, S) in [-1, 1], pose: (B, 3, S, S) in [0, 1], on the pipeline's device and dtype.
+    src: (B, 3, S, S) in [-1, 1], pose: (B, 3, S, S) in [0, 1], on the pipeline's device and dtype. ``memory``, if
+    given, receives each stage's peak memory in MiB (``rpfm.memory.PeakMemory``).
     """
+    from .memory import PeakMemory
+
     cfg = pipe.config
+    tracker = PeakMemory(device) if memory is not None else None
+    if tracker is not None:
+        tracker.start()
     marks = [time.perf_counter()]
 
     def mark() -> None:
         sync(device)
         marks.append(time.perf_counter())
+        if tracker is not None:
+            memory[STAGES[len(marks) - 2]] = tracker.peak_mb()
+            memory["kind"] = tracker.kind
+            tracker.start()
 
     with torch.no_grad():
         z_s = pipe.codec.encode(src)
@@ -250,6 +260,8 @@ def bench_variant(make_pipeline: Callable[[torch.device, torch.dtype], Any], var
         for _ in range(protocol.runs):
             times, sampler = run_once(pipe, src, pose, protocol, sampler_backend=spec.sampler_backend, device=device)
             runs.append(times)
+        memory: dict[str, Any] = {}      # one more run, measuring peak memory per stage (not timed)
+        run_once(pipe, src, pose, protocol, sampler_backend=spec.sampler_backend, device=device, memory=memory)
         stream = (streaming(pipe, src, pose, protocol, sampler_backend=spec.sampler_backend, device=device)
                   if protocol.stream_frames else {})
     result = {
@@ -259,6 +271,8 @@ def bench_variant(make_pipeline: Callable[[torch.device, torch.dtype], Any], var
         "stages_ms": {s: summarize([r[s] for r in runs]) for s in STAGES},
         "condition_ms": summarize([r["encode"] + r["features"] for r in runs]),
         "backends": {**pipe.model.opset(device, spec.dtype).names, "sampler": sampler}, **stream,
+        "peak_memory_mb": {**{s: round(memory[s], 1) for s in STAGES},
+                           "whole": round(max(memory[s] for s in STAGES), 1), "kind": memory["kind"]},
     }
     del pipe
     if device.type == "cuda":
@@ -299,8 +313,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"guidance {proto['guidance']}; mean ± std of {proto['runs']} timed runs after {proto['warmup']} "
              "warm-up", "",
              "| variant | whole pipeline ms | vs first | VAE encode | features | condition | sampling | VAE decode |"
-             + (" stream fps |" if stream else "") + " sampler |",
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if stream else "")]
+             + (" stream fps |" if stream else "") + " sampler | peak memory MiB (encode / features / sampling / "
+             "decode) |",
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if stream else "")]
 
     def ms(s: dict) -> str:
         return f"{s['mean']:.1f} ± {s['std']:.1f}"
@@ -310,8 +325,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['variant']} | {ms(r['total_ms'])} | {ref / r['total_ms']['mean']:.2f}x | "
                      f"{ms(st['encode'])} | {ms(st['features'])} | {ms(r['condition_ms'])} | {ms(st['sample'])} | "
                      f"{ms(st['decode'])} |" + (f" {r.get('stream_fps', float('nan')):.1f} |" if stream else "")
-                     + f" {r['backends']['sampler']} |")
+                     + f" {r['backends']['sampler']} | {_memory_cell(r)} |")
+    kinds = sorted({r["peak_memory_mb"]["kind"] for r in results if "peak_memory_mb" in r})
+    if kinds:
+        lines += ["", f"Peak memory: {', '.join(kinds)} (see rpfm.memory)."]
     return "\n".join(lines)
+
+
+def _memory_cell(r: dict[str, Any]) -> str:
+    mem = r.get("peak_memory_mb")
+    if not mem:
+        return "-"
+    return f"{mem['whole']:.0f} ({' / '.join(f'{mem[s]:.0f}' for s in STAGES)})"
 
 
 def run_protocol(make_pipeline: Callable[[torch.device, torch.dtype], Any], variants: list[str],
@@ -335,7 +360,7 @@ def run_protocol(make_pipeline: Callable[[torch.device, torch.dtype], Any], vari
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from .cli import _device
+    from .cli_support import device as _device
     from .fileio import atomic_write_json, check_output_file
 
     if args.model and args.preset:
@@ -379,10 +404,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_cli(sub) -> None:
-    from .cli import seed_arg
+    from .cli_support import plain, seed_arg
 
     p = sub.add_parser("bench", help="time the whole pipeline with the paper's speed protocol, per stage",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example: rpfm bench --preset RPFM-B/2 --device cuda --variants ours,eager-bf16 "
                        "--out bench.json")
     src = p.add_mutually_exclusive_group()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rpfm.labels import LABEL_HEIGHT
 from rpfm.animate import (Driving, animate, fit_retarget, flicker, load_driving, poses_from_folder, poses_from_frames,
                           poses_from_json, poses_from_video, retarget, side_by_side, source_pose_for)
 from rpfm.cli import main
@@ -234,11 +235,15 @@ def test_flicker_by_hand():
 def test_side_by_side_layout():
     outs = [Image.new("RGB", (64, 64), (10, 200, 30))] * 2
     rows = side_by_side(outs, [SOURCE] * 2, Driving([SOURCE, SOURCE]), scale=2)
-    assert len(rows) == 2 and rows[0].size == (3 * 64 * 2, 64 * 2)
-    assert rows[0].getpixel((2 * 64 * 2 + 5, 5)) == (10, 200, 30)       # the output is the right-hand panel
-    assert side_by_side(outs, [SOURCE] * 2)[0].size == (128, 64)
+    L = LABEL_HEIGHT                                                       # the panel names sit above the panels
+    assert len(rows) == 2 and rows[0].size == (3 * 64 * 2, L + 64 * 2)
+    assert rows[0].getpixel((2 * 64 * 2 + 5, L + 5)) == (10, 200, 30)   # the output is the right-hand panel
+    assert side_by_side(outs, [SOURCE] * 2)[0].size == (128, L + 64)
+    assert side_by_side(outs, [SOURCE] * 2, labels=False)[0].size == (128, 64)
     with_source = side_by_side(outs, [SOURCE] * 2, source=Image.new("RGB", (32, 32), (255, 0, 0)))[0]
-    assert with_source.size == (192, 64) and with_source.getpixel((10, 10)) == (255, 0, 0)
+    assert with_source.size == (192, L + 64) and with_source.getpixel((10, L + 10)) == (255, 0, 0)
+    strip = np.asarray(with_source)[:L]
+    assert strip.max() > 200 and strip.min() == 0                        # light text on black
     with pytest.raises(ValueError, match="must match"):
         side_by_side(outs, [SOURCE])
 
@@ -261,8 +266,8 @@ def test_cli_end_to_end_from_a_keypoint_folder(demo, tmp_path, capsys):
     assert "frames/s" in text and "flicker" in text and "retargeted by torso" in text
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert len(frames) == 5 and frames[0].shape == (128, 3 * 128, 3)
-    assert frames[0][:, 256:].mean() > 100          # the generated person on a light background, not black
+    assert len(frames) == 5 and frames[0].shape == (LABEL_HEIGHT + 128, 3 * 128, 3)   # labels, then the panels
+    assert frames[0][LABEL_HEIGHT:, 256:].mean() > 100   # the generated person on a light background, not black
 
 
 def test_cli_errors(tmp_path, capsys):

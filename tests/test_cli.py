@@ -1,4 +1,5 @@
 """The command line: help texts, demo, generate and convert on tiny models, and clean errors."""
+import re
 import subprocess
 import sys
 
@@ -17,12 +18,15 @@ from rpfm.model import RPFM
 from .conftest import randomize
 
 
-@pytest.mark.parametrize("command", ["demo", "generate", "convert", "env"])
+@pytest.mark.parametrize("command", ["demo", "generate", "convert", "assemble", "pose", "train", "export", "eval",
+                                     "bench", "animate", "env", "data synth", "data to-lmdb"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as e:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert e.value.code == 0
-    assert "usage: rpfm " + command in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "usage: rpfm " + command in text
+    assert "``" not in text and not re.search(r":(func|class|mod|meth):", text), text   # plain text, no reST
 
 
 def test_demo_writes_png(tmp_path):
@@ -33,9 +37,11 @@ def test_demo_writes_png(tmp_path):
     from rpfm.demo import load_release
 
     _, pairs = load_release()
-    with Image.open(out) as im:
-        assert im.size == (4 * 64 * 4, len(pairs) * 64 * 4)      # source | pose | generated | ground truth
-        grid = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+    from rpfm.labels import LABEL_HEIGHT
+
+    with Image.open(out) as im:      # a label strip, then source | pose | generated | ground truth per pair
+        assert im.size == (4 * 64 * 4, LABEL_HEIGHT + len(pairs) * 64 * 4)
+        grid = np.asarray(im.convert("RGB"), dtype=np.float32)[LABEL_HEIGHT:] / 255
     # the generated panel is closer to the ground truth than pure noise would be (a learned model, not noise)
     gen, gt = grid[:256, 512:768], grid[:256, 768:1024]
     noise = np.random.default_rng(0).random(gen.shape, dtype=np.float32)
@@ -53,7 +59,8 @@ def test_generate_and_errors(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "out.png")]) == 0
     assert (tmp_path / "out.png").is_file()
     assert main(args + ["--out", str(tmp_path / "out.png"), "--guidance", "-1"]) == 2
-    assert "argument --guidance" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --guidance" in err and "expected a finite number >= 0" in err   # the flag, not the kwarg
     assert main(args + ["--out", str(tmp_path / "missing" / "out.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

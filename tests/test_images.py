@@ -88,7 +88,7 @@ def test_device_and_dtype():
 def test_resize_when_asked():
     a = rgb(16, 12)
     with pytest.raises(ValueError, match=r"img: expected a 8x8 image, got 16x12\. Resize it to 8x8 first, or pass "
-                                         r"resize=True"):
+                                         r"resize='crop' \(square around the person\), 'fit' \(pad\) or 'stretch'"):
         to_image_tensor(a, name="img", size=8)
     x = to_image_tensor(a, name="img", size=8, resize=True, value_range="[0,1]")
     expected = F.interpolate(expected_unit(a), size=(8, 8), mode="bicubic", align_corners=False,

@@ -428,11 +428,23 @@ def test_cli_pose_end_to_end(tmp_path, capsys, blazepose):
     kp = read_keypoints_json(out)
     assert kp.image_size == (600, 512)
     np.testing.assert_allclose(kp.xy, blazepose(photo).xy, atol=1e-6)   # PNG round trip is lossless
+    # The PNG is what the model sees (256 x 256 by default): the pipeline's own rendering of the JSON keypoints.
+    from rpfm.pipeline import _render_keypoints
+
     with Image.open(png) as im:
-        assert im.size == (512, 600) and im.mode == "RGB"
+        assert im.size == (256, 256) and im.mode == "RGB"
         sk = np.asarray(im)
-    x, y = kp.xy[J["nose"]].astype(int)
-    assert sk[y, x].max() > 0 and sk[:100].max() == 0                  # a joint is drawn; nothing above the cap
+    seen = (_render_keypoints(kp, 256)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(sk, seen)
+    x, y = (kp.xy[J["nose"]] * [256 / 512, 256 / 600]).astype(int)
+    assert sk[y, x].max() > 0                                           # a joint is drawn where the nose is
+    small = tmp_path / "small.png"
+    assert main(["pose", str(tmp_path / "grace.png"), "--out", str(out), "--render", str(small), "--size", "64",
+                 "--resize", "crop"]) == 0
+    with Image.open(small) as im:
+        seen = (_render_keypoints(kp, 64, "crop")[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        np.testing.assert_array_equal(np.asarray(im), seen)
+    small.unlink()
     # OpenPose format: confidences written, readable back to the same joints
     op = tmp_path / "op.json"
     assert main(["pose", str(tmp_path / "grace.png"), "--out", str(op), "--format", "openpose"]) == 0
@@ -560,3 +572,16 @@ def test_resolve_target_pose_names_the_list_item():
         resolve_target_pose([np.zeros((8, 8, 3), np.uint8)], "photo", est)
     with pytest.raises(ValueError, match="empty"):
         resolve_target_pose([], "photo", est)
+
+
+def test_mediapipe_logs_are_silenced(tmp_path, blazepose):
+    """A fresh `rpfm pose` process writes nothing but its own result: no glog/absl/TFLite lines on stderr."""
+    import subprocess
+    import sys
+
+    Image.fromarray(_grace()).save(tmp_path / "grace.png")
+    res = subprocess.run([sys.executable, "-m", "rpfm.cli", "pose", str(tmp_path / "grace.png"), "--out",
+                          str(tmp_path / "p.json")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip() == "", res.stderr
+    assert "wrote" in res.stdout

@@ -76,6 +76,27 @@ def test_generate_checks_out_before_sampling(files, tmp_path, capsys, sampled, m
     assert sampled == []
 
 
+def test_main_commands_check_out_before_work(files, tmp_path, capsys, sampled, monkeypatch):
+    """Commands that came with issue 15 and the codec trainer: an --out that cannot be written fails first, in the
+    one error format (the inputs here would fail later, so an error naming them means the check came too late)."""
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"source,pose\n{files / 'src.png'},{files / 'pose.png'}\n")
+    monkeypatch.setattr(RPFMPipeline, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model first"))
+    cases = [(["generate", "--pairs", str(pairs), "--out", str(afile)], "rpfm generate"),
+             (["assemble", "--codec", str(tmp_path / "no-codec"), "--out", str(afile)], "rpfm assemble"),
+             (["codec", "export", "--checkpoint", str(tmp_path / "no-ckpt"), "--out", str(afile)],
+              "rpfm codec export"),
+             (["codec", "eval", "--codec", str(tmp_path / "no-codec"), "--data", str(tmp_path), "--out",
+               str(tmp_path / "missing" / "r.json")], "rpfm codec eval")]
+    for argv, label in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"{label}: error: --out:"), err
+    assert sampled == []
+
+
 def test_out_extension_is_honoured(files, tmp_path):
     assert _generate(files, tmp_path / "x.jpg") == 0
     assert (tmp_path / "x.jpg").read_bytes()[:2] == b"\xff\xd8"           # JPEG, not PNG bytes under a .jpg name

@@ -41,7 +41,8 @@ def test_protocol_runs_what_it_says(tmp_path):
     t0 = time.perf_counter()
     r = bench_variant(make, "ours", protocol, torch.device("cpu"))
     wall_ms = (time.perf_counter() - t0) * 1e3
-    assert calls == [4] * (3 * (2 + 3))                       # (warm-up + timed runs) x steps, CFG batch 2 x 2
+    # (warm-up + timed runs + the untimed run that measures peak memory) x steps, CFG batch 2 x 2
+    assert calls == [4] * (3 * (2 + 3 + 1))
     assert r["variant"] == "ours-fp32" and r["dtype"] == "float32" and r["image_size"] == 64
     totals = r["total_ms"]["runs"]
     assert len(totals) == 3 and all(t > 0 for t in totals) and sum(totals) < wall_ms
@@ -69,7 +70,10 @@ def test_rpfm_bench_cli_writes_the_report(tmp_path, capsys):
     assert report["results"][1]["backends"]["attention"] == "math"          # eager reference everywhere
     for r in report["results"]:
         assert set(r["stages_ms"]) == set(STAGES) and r["total_ms"]["std"] >= 0
+        mem = r["peak_memory_mb"]
+        assert mem["kind"].startswith("peak RSS") and mem["whole"] == max(mem[s] for s in STAGES) > 10
     table = capsys.readouterr().out
+    assert "peak memory MiB" in table
     assert "| ours-fp32 |" in table and "batch 2" in table and report["table"] in table
 
 

@@ -116,3 +116,51 @@ def test_worker_drops_oldest_when_full(pipe):
         delivered = 20 - worker.dropped
         frames = [worker.get(timeout=30) for _ in range(delivered)]
     assert worker.dropped > 0 and len(frames) == delivered
+
+
+def test_a_single_pose_gives_a_single_frame(pipe):
+    from PIL import Image
+
+    src = _images(1) * 2 - 1
+    pose = _images(1, 3)
+    pil = pipe.stream(src, num_steps=2, generator=torch.Generator().manual_seed(0))
+    frame = pil(pose[0])                                   # (3, H, W): one pose
+    assert isinstance(frame, Image.Image) and frame.size == (64, 64)
+    assert isinstance(pil(pose), list) and len(pil(pose)) == 1           # (1, 3, H, W): a batch of one
+    pt = pipe.stream(src, num_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0))
+    one, batch = pt(pose[0]), pt(pose)
+    assert one.shape == (3, 64, 64) and batch.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(one, batch[0])
+    arr = pipe.stream(src, num_steps=2, output_type="np")(pose[0].permute(1, 2, 0).numpy())
+    assert arr.shape == (64, 64, 3)
+
+
+def test_worker_results_count_the_drops_before_each_frame(pipe):
+    streamer = pipe.stream(_images(1) * 2 - 1, num_steps=2, output_type="pt")
+    worker = StreamWorker(streamer, max_pending=2)
+    indices = [worker.submit(_images(1, i)[0]) for i in range(8)]        # faster than the worker can go
+    assert indices == list(range(8))
+    worker.close()                                                       # lets the queued poses finish
+    results = []
+    while True:
+        try:
+            results.append(worker.get_result(timeout=5))
+        except RuntimeError:
+            break
+    assert [r.index for r in results] == sorted(r.index for r in results) and results[-1].index == 7
+    assert sum(r.dropped for r in results) + len(results) == 8 == worker.dropped + len(results)
+    for prev, r in zip([None] + results[:-1], results):
+        assert r.dropped == r.index - (prev.index if prev else -1) - 1
+        assert r.frame.shape == (3, 64, 64) and r.latency_s > 0
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.get(timeout=0.1)                                          # stays closed
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.submit(_images(1)[0])
+
+
+def test_worker_get_times_out_with_queue_empty(pipe):
+    with StreamWorker(pipe.stream(_images(1) * 2 - 1, num_steps=1), max_pending=1) as worker:
+        with pytest.raises(queue.Empty):
+            worker.get(timeout=0.05)
+        with pytest.raises(queue.Empty):
+            worker.get_result(timeout=0)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from rpfm.data import generate_synthetic
-from rpfm.data.synthetic import (BACKGROUND, add_cli, generate_sample, identity_appearance, render_person,
+from rpfm.data.cli import add_cli
+from rpfm.data.synthetic import (BACKGROUND, generate_sample, identity_appearance, render_person,
                                  sample_pose)
 from rpfm.pose import read_cfld_annotations
 

@@ -281,3 +281,23 @@ def test_worker_processes_load_the_same_batches(tmp_path):
     a = train(tiny_config(tmp_path, run="a", steps=5, ckpt_every=10))
     b = train(tiny_config(tmp_path, run="b", steps=5, ckpt_every=10, num_workers=2))
     assert losses(a.out_dir) == losses(b.out_dir)
+
+
+def test_image_level_feature_cache_matches_encoding_every_pair(tmp_path):
+    # A folder dataset without augmentation: the cache encodes each image once (not once per pair) and must give the
+    # losses of the uncached run, where every pair's three images are encoded when the batch is drawn.
+    from rpfm.data.synthetic import generate_synthetic
+    from rpfm.train.data import CachedImageFeatures
+
+    generate_synthetic(tmp_path / "synth", identities=3, images_per_identity=3, size=64, seed=0)
+    model = {**TINY_MODEL, "image_size": 64}
+    dataset = {"name": "folder", "root": str(tmp_path / "synth"), "split": "train", "image_size": 64,
+               "augment": False}
+    plain = train(tiny_config(tmp_path, run="plain", model=model, dataset=dataset, steps=3, ckpt_every=10))
+    trainer = Trainer(tiny_config(tmp_path, run="cached", model=model, dataset=dataset, steps=3, ckpt_every=10,
+                                  feature_cache=True))
+    assert isinstance(trainer.dataset, CachedImageFeatures)
+    n_images = len({n for pair in trainer.raw_dataset.pairs for n in pair})
+    assert trainer.dataset.images["z"].shape[0] == n_images < 3 * len(trainer.raw_dataset)
+    trainer.fit()
+    assert losses(plain.out_dir) == pytest.approx(losses(trainer.out_dir), rel=1e-6)

@@ -83,6 +83,13 @@ class PairDatasetBase(Dataset):
         finally:
             im.close()
 
+    def image_and_pose(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image without augmentation: (3, S, S) in [-1, 1] and its rendered skeleton (3, S, S) in [0, 1]. An
+        un-augmented item is ``{source: image(s), target: image(t), target_pose: pose(t)}`` of its pair (s, t), which
+        lets a feature cache encode each image once instead of once per pair."""
+        S = self.image_size
+        return self._image(name) * 2 - 1, render_pose_tensor(self._keypoints(name), S)
+
     def __getitem__(self, index: int) -> dict:
         src_name, tgt_name = self.pairs[index]
         S = self.image_size

@@ -70,7 +70,7 @@ def staged_folder(out: Path, *, resume_key: dict[str, Any] | None = None) -> Ite
             (tmp / RESUME_FILE).write_text(json.dumps(resume_key, sort_keys=True))
         yield tmp
         (tmp / RESUME_FILE).unlink(missing_ok=True)
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except KeyboardInterrupt:
         if resume_key is None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -83,7 +83,8 @@ def staged_folder(out: Path, *, resume_key: dict[str, Any] | None = None) -> Ite
             os.close(fd)
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
+def move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``; an existing ``out`` is set aside first and removed last."""
     old = None
     if out.exists():  # empty, or overwrite=True: keep it aside until the new folder is in place
         old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))

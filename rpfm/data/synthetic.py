@@ -552,11 +552,8 @@ def _read_progress(path: Path) -> dict[tuple[int, int], dict]:
 
 
 # ============================================================================================ CLI
-def add_cli(subparsers: Any) -> argparse._SubParsersAction:
-    """Register ``data synth`` (and ``data to-lmdb``) on the top-level ``subparsers``; returns the ``data`` group."""
-    data = subparsers.add_parser("data", help="data sets: generate the synthetic benchmark, convert to LMDB",
-                                 description="Data set tools.")
-    sub = data.add_subparsers(dest="data_command", required=True)
+def add_synth_cli(sub: Any) -> None:
+    """Register ``synth`` on the ``data`` command's subparsers (see :mod:`rpfm.data.cli`)."""
     p = sub.add_parser("synth", help="generate the synthetic pose-transfer benchmark (CFLD/GFLA layout)",
                        description="Draw procedurally generated people in varying poses and write images, the "
                        "annotation CSV and the pairs CSV in the CFLD/GFLA DeepFashion layout.",
@@ -569,10 +566,6 @@ def add_cli(subparsers: Any) -> argparse._SubParsersAction:
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out identities (default: 0.2)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(func=_cmd_synth)
-    from .lmdb_convert import add_cli as add_lmdb_cli
-
-    add_lmdb_cli(sub)
-    return sub
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

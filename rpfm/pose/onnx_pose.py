@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .estimate import PoseDetection, PoseEstimator, check_min_confidence, coco17_to_openpose18, import_optional, \
+from .estimator import PoseDetection, PoseEstimator, check_min_confidence, coco17_to_openpose18, import_optional, \
     load_rgb
 
 MEAN = (123.675, 116.28, 103.53)

@@ -132,7 +132,7 @@ def _fsync_dir(path: Path) -> None:
 
 def save_checkpoint(out_dir: str | os.PathLike, step: int, *, model: dict[str, Tensor], ema: dict[str, Tensor],
                     optimizer: dict[str, Any], rng: dict[str, Tensor], train_config: dict[str, Any],
-                    model_config: RPFMConfig, extra: dict[str, Any] | None = None, keep: int = 3) -> Path:
+                    model_config: RPFMConfig | dict[str, Any], extra: dict[str, Any] | None = None, keep: int = 3) -> Path:
     """Write ``out_dir/checkpoints/step_{step:08d}`` atomically, point ``latest`` at it, prune to ``keep``."""
     from .. import __version__
 
@@ -152,7 +152,7 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, *, model: dict[str, T
         atomic_write_json(tmp / STATE_NAME, {
             "format": FORMAT, "version": VERSION, "rpfm_version": __version__, "step": step,
             "optimizer": opt_meta, "train_config": train_config,
-            "model_config": model_config_mod.to_dict(model_config), "files": files, **(extra or {})})
+            "model_config": _config_dict(model_config), "files": files, **(extra or {})})
         _fsync_dir(tmp)
         trash = root / f".old-{final.name}-{os.getpid()}"
         if final.exists():                         # re-saving a step (e.g. resumed from an older checkpoint)
@@ -253,12 +253,18 @@ def config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
 
-def load_checkpoint(path: str | os.PathLike, *, model_config: RPFMConfig | None = None) -> Checkpoint:
-    """Verify and read a checkpoint folder (see :func:`resolve_checkpoint` for what ``path`` may be)."""
+def _config_dict(model_config: RPFMConfig | dict[str, Any]) -> dict[str, Any]:
+    """The architecture record of a checkpoint: an RPFMConfig's fields, or a plain dict (e.g. a codec's)."""
+    return dict(model_config) if isinstance(model_config, dict) else model_config_mod.to_dict(model_config)
+
+
+def load_checkpoint(path: str | os.PathLike, *, model_config: RPFMConfig | dict[str, Any] | None = None) -> Checkpoint:
+    """Verify and read a checkpoint folder (see :func:`resolve_checkpoint` for what ``path`` may be).
+    ``model_config`` (an RPFMConfig, or the architecture dict a codec run records) must equal the saved one."""
     path = resolve_checkpoint(path)
     state = read_state(path)
     if model_config is not None:
-        diff = config_diff(state.get("model_config", {}), model_config_mod.to_dict(model_config))
+        diff = config_diff(state.get("model_config", {}), _config_dict(model_config))
         if diff:
             raise CheckpointError(f"checkpoint: '{path}' was trained with a different model config ("
                                   + "; ".join(diff) + "). Resume with the same model settings, or start a new run "

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from ..cli import run
+    from ..cli_support import run
 
     return run(args)
 

@@ -197,6 +197,33 @@ class CachedFeatures(Dataset):
         return {k: v[i] for k, v in self.features.items()}
 
 
+class CachedImageFeatures(Dataset):
+    """A feature cache stored per image rather than per pair: item i of pair (s, t) is
+    ``{z0: z[t], z_s: z[s], z_p: z_pose[t], f_pose: f_pose[t], f_src: f_src[s]}`` (those present).
+
+    ``images`` maps "z", "z_pose" and optionally "f_pose", "f_src" to (N_images, ...) tensors; ``pairs`` is (P, 2)
+    int64 (source row, target row). A dataset of P pairs over N images costs N encodes instead of 3P.
+    """
+
+    _TARGET = {"z0": "z", "z_p": "z_pose", "f_pose": "f_pose"}
+    _SOURCE = {"z_s": "z", "f_src": "f_src"}
+
+    def __init__(self, images: dict[str, Tensor], pairs: Tensor):
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype != torch.int64:
+            raise ValueError(f"CachedImageFeatures: pairs must be int64 (P, 2), got {pairs.dtype} "
+                             f"{tuple(pairs.shape)}.")
+        self.images, self.pairs = images, pairs
+
+    def __len__(self) -> int:
+        return self.pairs.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        s, t = self.pairs[i].tolist()
+        out = {k: self.images[v][t] for k, v in self._TARGET.items() if v in self.images}
+        out.update({k: self.images[v][s] for k, v in self._SOURCE.items() if v in self.images})
+        return out
+
+
 # ---------------------------------------------------------------------------------------------------- order
 class EpochBatchSampler:
     """This rank's batches of one epoch, starting at batch ``start`` (for resume).

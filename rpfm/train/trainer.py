@@ -44,7 +44,7 @@ from ..model import RPFM
 from . import checkpoint as ckpt_mod
 from . import distributed
 from .config import TrainConfig, from_dict, load_config
-from .data import CachedFeatures, EpochBatchSampler, build_dataset, check_dataset
+from .data import CachedFeatures, CachedImageFeatures, EpochBatchSampler, build_dataset, check_dataset
 from .ema import EMA
 from .logs import LOG_NAME, TrainLog, require_tensorboard, sample_grid, save_png, truncate_log
 
@@ -229,19 +229,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     @torch.no_grad()
-    def encode_images(self, batch: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
-        """Images -> what the loss needs: z0, z_s, z_p (B, C, h, w) and f_pose / f_src (B, N, C') when used."""
+    def encode_images(self, batch: dict[str, Tensor], generator: torch.Generator | None,
+                      keys: tuple[str, ...] = ("z0", "z_s", "z_p", "f_pose", "f_src")) -> dict[str, Tensor]:
+        """Images -> what the loss needs: z0, z_s, z_p (B, C, h, w) and f_pose / f_src (B, N, C') when used
+        (only ``keys``; the codec draws its posterior samples in the order z0, z_s, z_p)."""
         dev = self.device
         src = batch["source"].to(dev, torch.float32, non_blocking=True)          # (B, 3, H, W) in [-1, 1]
         tgt = batch["target"].to(dev, torch.float32, non_blocking=True)          # (B, 3, H, W) in [-1, 1]
         pose = batch["target_pose"].to(dev, torch.float32, non_blocking=True)    # (B, 3, H, W) in [0, 1]
-        out = {"z0": self.codec.encode(tgt, sample=True, generator=generator).float(),
-               "z_s": self.codec.encode(src, sample=True, generator=generator).float(),
-               "z_p": self.codec.encode(pose * 2 - 1, sample=True, generator=generator).float()}
+        out = {}
+        for key, images in (("z0", tgt), ("z_s", src), ("z_p", pose * 2 - 1)):
+            if key in keys:
+                out[key] = self.codec.encode(images, sample=True, generator=generator).float()
         with self._autocast():
-            if self.pose_encoder is not None:
+            if self.pose_encoder is not None and "f_pose" in keys:
                 out["f_pose"] = self.pose_encoder(pose).float()                  # (B, 257, 768)
-            if self.source_encoder is not None:
+            if self.source_encoder is not None and "f_src" in keys:
                 out["f_src"] = self.source_encoder(src).float()                  # (B, 257, 1536)
         return out
 
@@ -251,8 +254,31 @@ class Trainer:
         return self.encode_images(batch, self.codec_gen)
 
     @torch.no_grad()
-    def _build_cache(self) -> CachedFeatures:
+    def _build_image_cache(self) -> CachedImageFeatures:
+        """Pair datasets without augmentation: encode every image (and its skeleton) once, in sorted name order."""
+        ds = self.raw_dataset
+        names = sorted({n for pair in ds.pairs for n in pair})
+        row = {n: i for i, n in enumerate(names)}
+        gen = torch.Generator().manual_seed(distributed.seed_for(self.cfg.seed, "cache"))
+        step = max(1, self.cfg.batch_size // self.env.world_size)
+        parts: dict[str, list[Tensor]] = {}
+        for start in range(0, len(names), step):
+            images, poses = zip(*(ds.image_and_pose(n) for n in names[start:start + step]))
+            src = torch.stack(images)
+            enc = self.encode_images({"source": src, "target": src, "target_pose": torch.stack(poses)}, gen,
+                                     keys=("z_s", "z_p", "f_pose", "f_src"))
+            for ours, theirs in (("z", "z_s"), ("z_pose", "z_p"), ("f_pose", "f_pose"), ("f_src", "f_src")):
+                if theirs in enc:
+                    parts.setdefault(ours, []).append(enc[theirs].cpu())
+        pairs = torch.tensor([[row[s], row[t]] for s, t in ds.pairs], dtype=torch.int64).reshape(-1, 2)
+        logger.info("feature cache: %d images encoded once for %d pairs.", len(names), len(pairs))
+        return CachedImageFeatures({k: torch.cat(v) for k, v in parts.items()}, pairs)
+
+    @torch.no_grad()
+    def _build_cache(self) -> CachedFeatures | CachedImageFeatures:
         """Encode the whole dataset once, in order, with a generator every rank seeds the same way."""
+        if hasattr(self.raw_dataset, "image_and_pose") and not getattr(self.raw_dataset, "augment", True):
+            return self._build_image_cache()
         gen = torch.Generator().manual_seed(distributed.seed_for(self.cfg.seed, "cache"))
         loader = DataLoader(self.raw_dataset, batch_size=self.cfg.batch_size // self.env.world_size, shuffle=False,
                             num_workers=self.cfg.num_workers)
@@ -266,7 +292,7 @@ class Trainer:
     def batches(self) -> Iterator[dict[str, Tensor]]:
         """This rank's micro-batches forever, from the current data position (``self.consumed``)."""
         cfg, env = self.cfg, self.env
-        cached = isinstance(self.dataset, CachedFeatures)
+        cached = isinstance(self.dataset, (CachedFeatures, CachedImageFeatures))
         while True:
             epoch, start = divmod(self.consumed, self.batches_per_epoch)
             if hasattr(self.raw_dataset, "set_epoch"):
@@ -394,6 +420,7 @@ class Trainer:
             from ..pipeline import RPFMPipeline
 
             self._sample_pipe = RPFMPipeline(self.ema.module, self.codec, self.pose_encoder, self.source_encoder)
+            self._sample_pipe.set_progress_bar_config(disable=True)   # the training bar is the one to watch
         return self._sample_pipe
 
     @torch.no_grad()

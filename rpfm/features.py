@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fileio import LOAD_ERRORS, check_module_weights
+
 FEATURES_CONFIG_NAME = "features_config.json"
 NORMALIZE_CHOICES = ("none", "imagenet")
 VALUE_RANGES = ("[-1,1]", "[0,1]")
@@ -132,10 +134,15 @@ class GlobalFeatureExtractor(torch.nn.Module):
                 f"(config.json + model.safetensors) on a machine with internet and copy the folder to '{folder}'.")
         if not folder.is_dir() or not (folder / "config.json").is_file():
             raise FileNotFoundError(f"global features: no DINOv2 weights at '{folder}'. {hint}")
-        if not any(folder.glob("*.safetensors")):
-            raise FileNotFoundError(f"global features: '{folder}' has a config.json but no .safetensors weights "
+        if not ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()):
+            raise FileNotFoundError(f"global features: '{folder}' has a config.json but no model.safetensors "
                                     f"(pickled .bin files are not loaded). {hint}")
-        model = Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+        try:
+            model = Dinov2Model.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+        except LOAD_ERRORS as e:
+            raise ValueError(f"global features: '{folder}' could not be loaded as a transformers Dinov2Model ({e}). "
+                             f"{hint}") from None
+        check_module_weights(model, f"global features: '{folder}'")
         if torch_dtype is not None:  # cast after loading: the from_pretrained kwarg name differs across versions
             model = model.to(torch_dtype)
         return cls(model, antialias=antialias, normalize=normalize)

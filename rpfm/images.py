@@ -11,13 +11,14 @@ poses). Conventions, so nothing is guessed silently:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
+
+from .imagefile import read_rgb, to_rgb
 
 VALUE_RANGES = {"[-1,1]": (-1.0, 1.0), "[0,1]": (0.0, 1.0)}
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -85,7 +86,7 @@ def _one(image: Any, name: str, target: tuple[int, int] | None, value_range: str
     if isinstance(image, (str, os.PathLike)):
         image = _open(image, name)
     if isinstance(image, Image.Image):
-        x, in_range = _from_array(np.asarray(image.convert("RGB")), name), "[0,1]"
+        x, in_range = _from_array(np.asarray(to_rgb(image, name=name)), name), "[0,1]"
     elif isinstance(image, np.ndarray):
         x, in_range = _from_array(image, name), "[0,1]"
     elif isinstance(image, Tensor):
@@ -93,6 +94,9 @@ def _one(image: Any, name: str, target: tuple[int, int] | None, value_range: str
     else:
         what = "a list of images" if nested and isinstance(image, (list, tuple)) else type(image).__name__
         raise TypeError(f"{name}: unsupported type {what}. Accepted: {_ACCEPTED}.")
+    if x.numel() == 0:
+        raise ValueError(f"{name}: got an empty batch or image of shape {tuple(x.shape)} (B, 3, H, W). Pass at "
+                         "least one image of at least 1x1 pixels.")
 
     if target is not None and tuple(x.shape[-2:]) != target:
         got = "x".join(map(str, x.shape[-2:]))
@@ -111,15 +115,7 @@ def _one(image: Any, name: str, target: tuple[int, int] | None, value_range: str
 
 
 def _open(path: str | os.PathLike, name: str) -> Image.Image:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{name}: no image file at '{file}'. Check the path, or pass a PIL image, an array "
-                                "or a tensor instead.")
-    try:
-        with Image.open(file) as opened:
-            return opened.convert("RGB")  # convert() loads the pixels before the file closes
-    except UnidentifiedImageError as err:
-        raise ValueError(f"{name}: '{file}' is not an image file PIL can read. Pass a PNG/JPEG path.") from err
+    return read_rgb(path, name)  # 8-bit RGB, size-capped; 16-bit and alpha handled (rpfm.imagefile)
 
 
 def _from_array(array: np.ndarray, name: str) -> Tensor:
@@ -173,6 +169,8 @@ def _from_tensor(tensor: Tensor, name: str, value_range: str) -> tuple[Tensor, s
 
 def _check_range(x: Tensor, name: str, value_range: str, convention: str) -> None:
     lo, hi = VALUE_RANGES[value_range]
+    if x.numel() == 0:
+        return                                      # refused by _one with the shape
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: contains NaN or Inf values. Pass a finite image.")
     mn, mx = float(x.min()), float(x.max())

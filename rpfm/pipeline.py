@@ -12,8 +12,10 @@ A pipeline folder (``save_pretrained`` / ``from_pretrained``)::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,8 @@ from . import samplers
 from .codec import LatentCodec, load_codec
 from .components import check_component_types
 from .features import GlobalFeatureExtractor, load_feature_extractor
-from .fileio import atomic_write_json, load_tensors, read_json, save_tensors
+from .fileio import (atomic_write_json, check_tensors, load_tensors, read_json, read_metadata,
+                     remove_stale_temporaries, save_tensors)
 from . import _ext
 from .flow import GuidedVelocity, check_guidance_scale
 from .graph_sampler import GraphSamplerCache
@@ -40,6 +43,7 @@ logger = logging.getLogger("rpfm")
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CONFIG_KEYS = ("_class_name", "rpfm_version", "model", "codec", "pose_encoder", "source_encoder")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 SAMPLER_BACKENDS = ("auto", "graph", "eager")
 GRAPH_SOLVERS = ("euler", "heun")
@@ -124,6 +128,7 @@ class RPFMPipeline:
         if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise TypeError(f"dtype: expected torch.float32, torch.float16 or torch.bfloat16, got {dtype}.")
         if device is not None:
+            device = check_device(device)
             self._offload_device = None
         for m in self._modules():
             m.to(device=device, dtype=dtype)
@@ -185,13 +190,17 @@ class RPFMPipeline:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path, [CONFIG_NAME, WEIGHTS_NAME])     # a killed save's
         self.codec.save_pretrained(path / "codec")
         for name in ("pose_encoder", "source_encoder"):
             enc = getattr(self, name)
             if enc is not None:
                 enc.save_pretrained(path / name)
         state = {k: v for k, v in self.model.state_dict().items()}
-        save_tensors(state, path / WEIGHTS_NAME, metadata={"format": "pt", "rpfm_version": __version__})
+        save_tensors(state, path / WEIGHTS_NAME, metadata={
+            "format": "pt", "rpfm_version": __version__, "rpfm_config": json.dumps(config_mod.to_dict(self.config),
+                                                                                    sort_keys=True),
+            "rpfm_config_sha256": config_mod.fingerprint(self.config)})
         atomic_write_json(path / CONFIG_NAME, {
             "_class_name": "RPFMPipeline", "rpfm_version": __version__,
             "model": config_mod.to_dict(self.config), "codec": "codec",
@@ -223,6 +232,10 @@ class RPFMPipeline:
         if not isinstance(meta, dict) or "model" not in meta:
             raise ValueError(f"pipeline config: '{path / CONFIG_NAME}' has no 'model' section; it is not an rpfm "
                              f"pipeline folder.")
+        unknown = sorted(k for k in meta if k not in CONFIG_KEYS)
+        if unknown:
+            warnings.warn(f"pipeline config: '{path / CONFIG_NAME}' has unknown keys {unknown}; they are ignored "
+                          f"(known: {list(CONFIG_KEYS)}). Check them for typos.", UserWarning, stacklevel=2)
         cfg = config_mod.from_dict(meta["model"])
         model = RPFM(cfg)
         load_model_weights(model, path / WEIGHTS_NAME)
@@ -467,7 +480,9 @@ def _steps_alias(num_inference_steps: int | None, num_steps: int | None) -> int:
 
 
 def load_model_weights(model: RPFM, path: Path) -> None:
-    """Load safetensors weights into ``model``, refusing any mismatch with a list of what differs."""
+    """Load safetensors weights into ``model``, refusing any mismatch with a list of what differs: keys, shapes,
+    dtypes (an int64 tensor where the model has floats), NaN/Inf values, and -- for files that record it (written
+    by save_pretrained since it does) -- a model config other than the one the weights were saved with."""
     state = load_tensors(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -485,7 +500,44 @@ def load_model_weights(model: RPFM, path: Path) -> None:
                          + "; ".join(p for p in parts if p) + "). The config and the weights come from different "
                          "models: re-save with save_pretrained(), or convert a checkpoint trained elsewhere with "
                          "`rpfm convert`.")
+    _check_saved_config(read_metadata(path), model.config, path)
+    check_tensors(state, expected, f"weights: '{path}'")
     model.load_state_dict(state, strict=True)
+
+
+def _check_saved_config(meta: dict[str, str], config: config_mod.RPFMConfig, path: Path) -> None:
+    """The config fingerprint in the weights' metadata must be the config's (files without one are not checked)."""
+    saved = meta.get("rpfm_config_sha256")
+    if saved is None or saved == config_mod.fingerprint(config):
+        return
+    try:
+        fields = json.loads(meta.get("rpfm_config", ""))
+        now = config_mod.to_dict(config)
+        diff = "; ".join(f"{k}: weights {fields.get(k)!r} vs config.json {now.get(k)!r}"
+                         for k in sorted(set(fields) | set(now)) if fields.get(k) != now.get(k))
+    except (ValueError, AttributeError):
+        diff = "the recorded config is unreadable"
+    raise ValueError(f"weights: '{path}' were saved with another model config than the folder's config.json "
+                     f"({diff}). Restore the config.json saved with these weights, or re-save the pipeline with "
+                     "save_pretrained().")
+
+
+def check_device(device: str | torch.device, *, name: str = "device") -> torch.device:
+    """A torch.device that exists on this machine, or ValueError/RuntimeError (naming ``name``) saying why not."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}: {str(device)!r} is not a device name. Use cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"{name}: {str(device)!r} was requested but CUDA is not available on this machine "
+                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Use cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"{name}: {str(device)!r} does not exist; this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s).")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"{name}: {str(device)!r} was requested but MPS is not available. Use cpu.")
+    return dev
 
 
 def _render_keypoints(target_pose: Any, image_size: int, resize: bool | str = False) -> Any:
@@ -499,6 +551,11 @@ def _render_keypoints(target_pose: Any, image_size: int, resize: bool | str = Fa
     if isinstance(target_pose, Keypoints):
         target_pose = [target_pose]
     if isinstance(target_pose, (list, tuple)) and target_pose and all(isinstance(k, Keypoints) for k in target_pose):
+        blank = [i for i, k in enumerate(target_pose) if not k.inside_mask().any()]
+        if blank:
+            warnings.warn(f"target_pose: {len(blank)} of {len(target_pose)} poses (e.g. index {blank[:5]}) have no "
+                          "joint inside their frame (all missing or off-image): the model gets a blank skeleton. "
+                          "Check the keypoints' frame (image_size) and coordinates.", UserWarning, stacklevel=2)
         return torch.stack([model_pose_image(k, image_size, mode) for k in target_pose])
     return target_pose
 

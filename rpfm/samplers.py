@@ -15,6 +15,7 @@ evaluation (step = evaluation index, x = the stage state, read-only) and refuses
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,6 +54,15 @@ def check_solver(solver: str) -> str:
     if solver not in SOLVERS:
         raise ValueError(f"solver: unknown solver {solver!r}. Choose one of {list(SOLVERS)}.")
     return solver
+
+
+def check_tolerances(atol: float, rtol: float) -> tuple[float, float]:
+    """dopri5's error tolerances: finite numbers > 0 (torchdiffeq would assert on 0 or NaN, and take negative ones
+    silently)."""
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: expected a finite number > 0 (the default is 1e-5), got {value!r}.")
+    return float(atol), float(rtol)
 
 
 class _Counted:
@@ -105,6 +115,7 @@ def heun(f: Velocity, x1: Tensor, *, num_steps: int, callback: StepCallback | No
 def dopri5(f: Velocity, x1: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5,
            callback: StepCallback | None = None) -> SampleResult:
     """Adaptive Dormand-Prince 5(4) via torchdiffeq, time in float64 (LFM's options)."""
+    atol, rtol = check_tolerances(atol, rtol)
     try:
         from torchdiffeq import odeint
     except ImportError as e:  # pragma: no cover - torchdiffeq is a core dependency

@@ -359,20 +359,14 @@ def run_protocol(make_pipeline: Callable[[torch.device, torch.dtype], Any], vari
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine. Use --device cpu.")
-    return device
-
-
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from .fileio import atomic_write_json
+    from .cli_support import device as _device
+    from .fileio import atomic_write_json, check_output_file
 
     if args.model and args.preset:
         raise ValueError("--model and --preset: give one (a pipeline folder, or a preset with random weights).")
+    if args.out:
+        check_output_file(args.out, "--out")
     device = _device(args.device)
     protocol = SpeedProtocol(batch=args.batch, steps=args.steps, guidance=args.guidance, warmup=args.warmup,
                              runs=args.runs, solver=args.solver, seed=args.seed, stream_frames=args.stream_frames,
@@ -410,7 +404,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_cli(sub) -> None:
-    from .cli_support import plain
+    from .cli_support import plain, seed_arg
 
     p = sub.add_parser("bench", help="time the whole pipeline with the paper's speed protocol, per stage",
                        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -430,6 +424,8 @@ def add_cli(sub) -> None:
     p.add_argument("--runs", type=int, default=10, help="timed runs (default: 10)")
     p.add_argument("--stream-frames", type=int, default=0, help="also time streaming over N frames (default: 0)")
     p.add_argument("--stream-steps", type=int, default=10, help="steps per streamed frame (default: 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out", default=None, help="write the report as JSON here")
-    p.set_defaults(func=lambda a: (run_bench(a), 0)[1])
+    p.set_defaults(func=lambda a: (run_bench(a), 0)[1],
+                   _flag_names={k: "--" + k.replace("_", "-") for k in ("batch", "steps", "guidance", "warmup", "runs",
+                                                                         "stream_frames", "stream_steps", "solver")})

@@ -1,6 +1,8 @@
 """Shared fixtures. Tests never reach a model hub; everything is built in code from tiny configs."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -73,3 +75,20 @@ def run_python(code: str, env: dict | None = None, **kwargs) -> str:
                          text=True, timeout=120, **kwargs)
     assert res.returncode == 0, res.stderr
     return res.stdout
+
+
+def truncate(path, keep: float = 0.5) -> None:
+    """Cut a file to ``keep`` of its size (a download or copy that stopped half-way)."""
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@contextlib.contextmanager
+def hold_lock(path):
+    """Hold the advisory lock a live rpfm writer holds on its temporary (as a running process would)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

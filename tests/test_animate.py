@@ -281,7 +281,7 @@ def test_cli_errors(tmp_path, capsys):
     Image.new("RGB", (64, 64)).save(tmp_path / "p.png")
     args = ["animate", "--source", str(tmp_path / "p.png"), "--driving", str(tmp_path)]
     assert main(args + ["--out", str(tmp_path / "o.avi")]) == 2
-    assert "Use .mp4 or .gif" in capsys.readouterr().err
+    assert "unknown extension '.avi'. Use one of .gif, .mp4" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "no" / "o.mp4")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "o.mp4")]) == 2          # a folder without keypoint files

@@ -105,7 +105,7 @@ def test_missing_weights_say_what_to_download(tmp_path):
         load_codec(missing)
     missing.mkdir()
     (missing / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="no .safetensors weights"):
+    with pytest.raises(FileNotFoundError, match="no diffusion_pytorch_model.safetensors"):
         SDVAECodec.from_pretrained(missing)
     with pytest.raises(ValueError, match="needs weights"):
         load_codec({"type": "sd-vae"})

@@ -167,4 +167,4 @@ def test_cli_train_export_eval(data_root, tmp_path, capsys):
     assert report["images"] == 4 and np.isfinite(report["psnr"]) and -1 <= report["ssim_gaussian"] <= 1
     assert report["ssim"] is None                                                      # 16 px < the 51-px window
     assert main(["codec", "eval", "--codec", str(tmp_path / "c"), "--data", str(tmp_path / "nowhere")]) == 2
-    assert "rpfm codec: error: data.root: no 'test_highres' folder" in capsys.readouterr().err
+    assert "rpfm codec eval: error: data.root: no 'test_highres' folder" in capsys.readouterr().err

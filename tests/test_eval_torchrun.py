@@ -61,7 +61,7 @@ def test_two_ranks_write_the_same_images_as_one(tmp_path):
     assert all(sharded[k] == single[k] for k in single), "per-pair seeds: sharding must not change any image"
 
     files = sorted(p.name for p in (tmp_path / "sharded").iterdir())
-    assert files == ["grid.png", "images", "metrics.json", "metrics.md"]   # written once, no temporary leftovers
+    assert files == ["generation.json", "grid.png", "images", "metrics.json", "metrics.md"]   # no leftovers
     m = json.loads((tmp_path / "sharded" / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["pairs"] == n_pairs
     assert m["generated_now"] == (n_pairs + 1) // 2                      # rank 0's share: pairs 0, 2, 4, ...

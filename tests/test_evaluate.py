@@ -71,12 +71,11 @@ def test_mismatched_image_folder_is_refused(setup, tmp_path):
         compute_metrics(test, out, limit=None)
 
 
-def test_missing_lpips_weights_do_not_stop_other_metrics(setup, tmp_path):
+def test_missing_lpips_weights_stop_the_run_before_generating(setup, tmp_path, capsys):
     out = tmp_path / "run"
     assert _run(setup, out, "--limit", "2", "--lpips-alexnet", str(tmp_path / "no.pth"), "--lpips-heads",
-                str(tmp_path / "no2.pth")) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert "lpips_error" in metrics and "ssim" in metrics["rows"]["model"]
+                str(tmp_path / "no2.pth")) == 2
+    assert "no.pth" in capsys.readouterr().err and not (out / "images").exists()
 
 
 def test_wrong_size_images_and_empty_dataset_are_refused(setup, tmp_path, capsys):
@@ -137,7 +136,7 @@ def _reference_fid(f1, f2) -> float:
 @pytest.fixture
 def pool_extractor(monkeypatch):
     ext = PoolProject()
-    monkeypatch.setattr(evaluate, "build_eval_fid_extractor", lambda mode, weights, device: (ext, {}))
+    monkeypatch.setattr(evaluate, "build_eval_fid_extractor", lambda mode, weights, device, **kw: (ext, {}))
     return ext
 
 
@@ -191,15 +190,13 @@ def test_fid_real_stats_cache(setup, tmp_path, pool_extractor, capsys):
     assert ".npz" in capsys.readouterr().err
 
 
-def test_missing_fid_weights_do_not_stop_other_metrics(setup, tmp_path, monkeypatch):
+def test_missing_fid_weights_stop_the_run_before_generating(setup, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    assert _run(setup, out, "--limit", "2", "--fid", "torchvision", "--fid-weights", str(tmp_path / "incep.pth")) == 0
-    m = json.loads((out / "metrics.json").read_text())
-    assert "incep.pth" in m["fid"]["error"] and "inception_v3_google-0cc3c7bd.pth" in m["fid"]["error"]
-    assert "ssim" in m["rows"]["model"] and "fid" not in m["rows"]["model"]
-    assert "FID failed" in (out / "metrics.md").read_text()
-    assert _run(setup, out, "--limit", "2", "--fid", "torchvision") == 0
-    assert "--fid-weights" in json.loads((out / "metrics.json").read_text())["fid"]["error"]
+    assert _run(setup, out, "--limit", "2", "--fid", "torchvision", "--fid-weights", str(tmp_path / "incep.pth")) == 2
+    err = capsys.readouterr().err
+    assert "incep.pth" in err and "inception_v3_google-0cc3c7bd.pth" in err and not (out / "images").exists()
+    assert _run(setup, out, "--limit", "2", "--fid", "torchvision") == 2
+    assert "--fid-weights" in capsys.readouterr().err
     monkeypatch.setattr(inception_module, "fid_helper_model_path", lambda: None)     # fid-helper not installed
     assert _run(setup, out, "--limit", "2", "--fid", "auto") == 0
     m = json.loads((out / "metrics.json").read_text())

@@ -93,7 +93,7 @@ def test_missing_weights_say_what_to_download(tmp_path):
         load_feature_extractor(missing)
     missing.mkdir()
     (missing / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="no .safetensors weights"):
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         GlobalFeatureExtractor.from_pretrained(missing)
 
 

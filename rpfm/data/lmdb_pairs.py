@@ -28,7 +28,6 @@ Items, the stretch, the skeleton rendering and the training augmentation are tho
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..imagefile import read_rgb
 from ..pose.formats import DEEPFASHION_SIZE, read_cfld_annotations, read_pidm_txt
 from ..pose.keypoints import Keypoints
 from .pair_base import PairDatasetBase, check_split
@@ -185,7 +185,7 @@ class PairLMDBDataset(PairDatasetBase):
         if data is None:
             raise FileNotFoundError(f"dataset: image {name!r} (key {lmdb_key(name).decode()!r}) is missing from the "
                                     f"LMDB '{self.lmdb_dir}'.")
-        return Image.open(io.BytesIO(data))
+        return read_rgb(data, f"dataset image {name!r} in the LMDB")
 
     def _keypoints(self, name: str) -> Keypoints:
         S = self.image_size

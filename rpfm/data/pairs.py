@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..imagefile import read_rgb
 from ..pose.formats import DEEPFASHION_SIZE, read_cfld_annotations
 from ..pose.keypoints import Keypoints
 from .pair_base import SPLITS, PairDatasetBase
@@ -84,7 +85,7 @@ class PairFolderDataset(PairDatasetBase):
                 raise FileNotFoundError(f"dataset: image '{name}' listed in the pairs is missing from "
                                         f"'{self.image_dir}'.")
             path = alt
-        return Image.open(path)
+        return read_rgb(path, "dataset")
 
     def _keypoints(self, name: str) -> Keypoints:
         return self.keypoints[name].resize((self.image_size, self.image_size))

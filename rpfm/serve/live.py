@@ -65,7 +65,8 @@ class LiveSession:
         kp = kp.resize((size, size))
         with self.ctx.model_lock:
             t1 = time.perf_counter()
-            out = self.streamer(kp)[0]
+            out = self.streamer(kp)          # one pose in, one image out (rpfm.streaming)
+            out = out[0] if isinstance(out, list) else out
             self._model_s = time.perf_counter() - t1
         from ..pose.render import render_pose
 

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..imagefile import to_rgb
+
 MAX_UPLOAD_MB = 50          # any single upload (the web server refuses larger files)
 MAX_IMAGE_PIXELS = 40e6     # decoded photo size: 40 megapixels (a 7,700 x 5,200 photo); checked from the header
 MAX_VIDEO_SIDE = 4096       # driving video frames at most 4096 px on their longer side
@@ -56,7 +58,8 @@ def open_photo(upload: Any, what: str = "photo", *, max_pixels: float = MAX_IMAG
                         raise UploadError(f"{what}: the image is {w} x {h} pixels ({w * h / 1e6:.0f} megapixels); "
                                           f"the limit is {max_pixels / 1e6:.0f} megapixels. Upload a smaller "
                                           "photo.")
-                    image = opened.convert("RGB")   # decodes the pixels: truncated files fail here
+                    image = to_rgb(opened, name=what)   # 8-bit RGB (16-bit PNGs keep their brightness)
+                    image.load()                        # decodes the pixels: truncated files fail here
         except UploadError:
             raise
         except Image.DecompressionBombError as e:   # PIL's own guard, far beyond our limit

@@ -15,14 +15,14 @@ Layout::
 Writing: the files go into a hidden ``.tmp-step_*`` folder (each written to a temporary name and renamed, then
 fsynced), ``trainer_state.json`` last; the folder is renamed into place and only then is ``latest`` replaced
 (atomically). A crash at any point leaves the previous checkpoint complete and ``latest`` pointing at it; leftover
-temporary folders are ignored and cleaned up by the next save. The newest ``keep`` checkpoints are kept.
+temporary folders and files are ignored, and removed when training starts again and by the next save. The newest
+``keep`` checkpoints are kept.
 
 Loading checks that every file is present with the recorded size and hash (a truncated or corrupted file gives an
 error naming it and the previous checkpoint) and that the checkpoint's model config equals the run's.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -34,7 +34,8 @@ from torch import Tensor
 
 from .. import config as model_config_mod
 from ..config import RPFMConfig
-from ..fileio import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
+from ..fileio import (atomic_write_bytes, atomic_write_json, load_tensors, read_json, remove_stale_temporaries,
+                      save_tensors, sha256_file)
 
 FORMAT = "rpfm-train-checkpoint"
 VERSION = 1
@@ -121,14 +122,6 @@ def unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dic
 
 
 # ---------------------------------------------------------------------------------------------------- save
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -154,7 +147,8 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, *, model: dict[str, T
         meta = {"format": FORMAT, "step": str(step)}
         for name, tensors in zip(TENSOR_FILES, (model, ema, opt_tensors, rng)):
             save_tensors({k: v.detach().cpu() for k, v in tensors.items()}, tmp / name, metadata=meta)
-        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in TENSOR_FILES}
+        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+                 for name in TENSOR_FILES}
         atomic_write_json(tmp / STATE_NAME, {
             "format": FORMAT, "version": VERSION, "rpfm_version": __version__, "step": step,
             "optimizer": opt_meta, "train_config": train_config,
@@ -182,9 +176,18 @@ def _prune(root: Path, *, keep: int, current: Path) -> None:
     for path in ours[:-keep]:
         if path != current:
             shutil.rmtree(path, ignore_errors=True)
-    for p in root.iterdir():                           # temporary folders left by crashed saves
+    remove_stale(root)
+
+
+def remove_stale(root: Path) -> None:
+    """Remove what killed saves leave in ``root``: ``.tmp-step_*`` / ``.old-step_*`` folders and temporaries of
+    ``latest``. Only the process that saves (rank 0) calls this, at start-up and after each save."""
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
         if p.name.startswith((".tmp-step_", ".old-step_")) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
+    remove_stale_temporaries(root, [LATEST_NAME])
 
 
 # ---------------------------------------------------------------------------------------------------- load
@@ -239,7 +242,7 @@ def verify_files(path: str | os.PathLike, state: dict[str, Any]) -> None:
         if size != record["bytes"]:
             raise CheckpointError(f"checkpoint: '{file}' is truncated or damaged ({size} bytes, expected "
                                   f"{record['bytes']}).{_previous_hint(path)}")
-        if _sha256(file) != record["sha256"]:
+        if sha256_file(file) != record["sha256"]:
             raise CheckpointError(f"checkpoint: '{file}' is corrupted (sha256 differs from the one recorded when it "
                                   f"was written).{_previous_hint(path)}")
 

@@ -34,7 +34,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..fileio import check_output_folder
     from .checkpoint import export_pipeline
+
+    check_output_folder(args.out, "--out")
 
     path = export_pipeline(args.checkpoint, args.out)
     print(f"wrote {path} (EMA weights; load with RPFMPipeline.from_pretrained)", file=sys.stderr)
@@ -54,7 +57,7 @@ def add_cli(subparsers) -> None:
     train.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                        help="continue from the newest checkpoint in out_dir, or from PATH (a checkpoint folder)")
     train.add_argument("--out-dir", help="override the config's out_dir")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, _flag_names={"out_dir": "out_dir (--out-dir)"})
 
     export = subparsers.add_parser(
         "export", help="write a checkpoint's EMA weights as a pipeline folder",

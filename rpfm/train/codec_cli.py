@@ -25,8 +25,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..fileio import check_output_folder
     from .codec_export import export_codec
 
+    check_output_folder(args.out, "--out")             # before any work: not a file, writable
     path = export_codec(args.checkpoint, args.out, overwrite=args.overwrite)
     print(f"wrote {path} (EMA weights; load with rpfm.codec.load_codec or SDVAECodec.from_pretrained)",
           file=sys.stderr)
@@ -37,12 +39,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from ..codec import load_codec
-    from ..fileio import atomic_write_json
+    from ..fileio import atomic_write_json, check_output_file
     from .codec_export import evaluate_codec
     from .codec_trainer import image_files, load_images
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit: expected a positive number of images, got {args.limit}.")
+    if args.out:
+        check_output_file(args.out, "--out")          # before any work: its folder exists and is writable
     codec = load_codec(args.codec)
     files = image_files(args.data, args.split)[:args.limit]
     torch.set_grad_enabled(False)
@@ -70,7 +74,7 @@ def add_cli(subparsers) -> None:
     train.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                        help="continue from the newest checkpoint in out_dir, or from PATH (a checkpoint folder)")
     train.add_argument("--out-dir", help="override the config's out_dir")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, _flag_names={"out_dir": "out_dir (--out-dir)"})
 
     export = sub.add_parser("export", help="write a codec checkpoint's EMA weights as a codec folder",
                             epilog="example: rpfm codec export --checkpoint runs/codec128 --out codecs/synth128")

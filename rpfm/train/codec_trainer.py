@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..fileio import atomic_write_json
+from ..imagefile import read_rgb
 from . import checkpoint as ckpt_mod
 from .codec_config import CodecTrainConfig, from_dict, load_config
 from .ema import EMA
@@ -72,8 +73,7 @@ def load_images(files: list[Path], image_size: int | None) -> Tensor:
     arrays = []
     for path in files:
         try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(read_rgb(path, "data"))      # 16-bit, palette, CMYK... decoded as rpfm.imagefile does
         except OSError as e:
             raise ValueError(f"data: cannot read '{path}' ({e}). Replace or delete the file.") from e
         size = image_size if image_size is not None else arr.shape[0]

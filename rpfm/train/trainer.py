@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..codec import LatentCodec, load_codec
 from ..config import RPFMConfig
 from ..features import GlobalFeatureExtractor, load_feature_extractor
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, check_output_folder, remove_stale_temporaries
 from ..flow import condition_keep_mask, flow_matching_loss, sample_time
 from ..model import RPFM
 from . import checkpoint as ckpt_mod
@@ -116,7 +116,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig | dict | str | os.PathLike, *, dataset: Dataset | None = None):
         self.cfg = cfg = _as_config(cfg)
         self.model_config = mcfg = cfg.model_config()
-        self.out_dir = Path(cfg.out_dir)
+        self.out_dir = check_output_folder(cfg.out_dir, "out_dir")   # before any work: not a file, writable
         self.codec = build_codec(cfg.codec, mcfg)
         self.pose_encoder, self.source_encoder = build_encoders(cfg, mcfg)
         self.raw_dataset = dataset if dataset is not None else build_dataset(cfg.dataset)
@@ -195,6 +195,9 @@ class Trainer:
             self.load_state(ckpt_mod.load_checkpoint(path, model_config=self.model_config))
         if self.env.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out_dir, ["train_config.json", LOG_NAME])   # left by a killed run
+            remove_stale_temporaries(self.out_dir / "samples")
+            ckpt_mod.remove_stale(root)
             truncate_log(self.out_dir / LOG_NAME, self.step)      # one trajectory: drop steps past the checkpoint
             atomic_write_json(self.out_dir / "train_config.json", cfg.to_dict())
 

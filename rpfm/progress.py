@@ -48,6 +48,7 @@ class ProgressBar:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._bar.refresh()   # show the final count even if the loop ended inside tqdm's mininterval
             self._bar.close()
             self._bar = None
 

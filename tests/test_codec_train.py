@@ -168,3 +168,13 @@ def test_cli_train_export_eval(data_root, tmp_path, capsys):
     assert report["ssim"] is None                                                      # 16 px < the 51-px window
     assert main(["codec", "eval", "--codec", str(tmp_path / "c"), "--data", str(tmp_path / "nowhere")]) == 2
     assert "rpfm codec eval: error: data.root: no 'test_highres' folder" in capsys.readouterr().err
+
+
+def test_cli_eval_leaves_autograd_on(data_root, tmp_path):
+    # The CLI runs inside long-lived processes too (tests, notebooks): it must not switch autograd off globally.
+    from rpfm.cli import main
+
+    train_codec(_cfg(data_root, tmp_path / "run", steps=1))
+    export_codec(tmp_path / "run", tmp_path / "c")
+    assert main(["codec", "eval", "--codec", str(tmp_path / "c"), "--data", str(data_root)]) == 0
+    assert torch.is_grad_enabled()

@@ -49,9 +49,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_output_file(args.out, "--out")          # before any work: its folder exists and is writable
     codec = load_codec(args.codec)
     files = image_files(args.data, args.split)[:args.limit]
-    torch.set_grad_enabled(False)
-    report = {"codec": args.codec, "data": args.data, "split": args.split,
-              **evaluate_codec(codec, load_images(files, None))}
+    with torch.no_grad():
+        report = {"codec": args.codec, "data": args.data, "split": args.split,
+                  **evaluate_codec(codec, load_images(files, None))}
     text = json.dumps(report, indent=2, sort_keys=True)
     if args.out:
         atomic_write_json(args.out, report)

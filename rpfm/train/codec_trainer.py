@@ -32,7 +32,7 @@ from ..imagefile import read_rgb
 from . import checkpoint as ckpt_mod
 from .codec_config import CodecTrainConfig, from_dict, load_config
 from .ema import EMA
-from .logs import LOG_NAME, TrainLog, save_png, truncate_log
+from .logs import LOG_NAME, TrainLog, run_steps, save_png, truncate_log
 
 logger = logging.getLogger("rpfm.train.codec")
 
@@ -252,9 +252,10 @@ class CodecTrainer:
                 yield x
 
     # ------------------------------------------------------------------ step
-    def train_step(self, x: Tensor) -> tuple[float, float]:
+    def train_step(self, batches: Iterator[Tensor]) -> tuple[float, float]:
+        """One optimizer step on the next batch. Returns (loss, gradient norm before clipping)."""
         cfg = self.cfg
-        x = x.to(self.device)
+        x = next(batches).to(self.device)
         posterior = self.vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=self.posterior_gen,
                                                          device=self.device)
@@ -281,23 +282,8 @@ class CodecTrainer:
         cfg = self.cfg
         log = TrainLog(self.out_dir, total=cfg.steps, initial=self.step, log_every=cfg.log_every,
                        progress=cfg.progress, tensorboard=False, enabled=True)
-        loss = None
-        if self.step >= cfg.steps:
-            log.message(f"already at step {self.step} >= steps={cfg.steps}; nothing to do.")
-        batches = self.batches()
-        try:
-            while self.step < cfg.steps:
-                loss, grad_norm = self.train_step(next(batches))
-                self.step += 1
-                log.step(self.step, loss=loss, lr=cfg.lr, grad_norm=grad_norm,
-                         epoch=(self.consumed - 1) // self.batches_per_epoch)
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self.save_samples()
-                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
-                    self.save_checkpoint()
-        finally:
-            batches.close()
-            log.close()
+        loss = run_steps(self, log, self.batches(), steps=cfg.steps, sample_every=cfg.sample_every,
+                         ckpt_every=cfg.ckpt_every)
         return CodecTrainResult(self.step, loss, self.last_checkpoint, self.out_dir)
 
     # ------------------------------------------------------------------ checkpoints and samples

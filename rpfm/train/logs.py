@@ -171,6 +171,31 @@ class TrainLog:
             self.tb.close()
 
 
+# ---------------------------------------------------------------------------------------------------- loop
+def run_steps(trainer, log: TrainLog, batches, *, steps: int, sample_every: int, ckpt_every: int,
+              samples: bool = True) -> float | None:
+    """The loop both trainers share: ``trainer.train_step(batches)`` until ``steps``, logging every step, sample
+    grids every ``sample_every`` steps (when ``samples``), a checkpoint every ``ckpt_every`` steps and at the last.
+    Returns the last loss (None if no step ran); closes ``batches`` and ``log``."""
+    loss = None
+    if trainer.step >= steps:
+        log.message(f"already at step {trainer.step} >= steps={steps}; nothing to do.")
+    try:
+        while trainer.step < steps:
+            loss, grad_norm = trainer.train_step(batches)
+            trainer.step += 1
+            log.step(trainer.step, loss=loss, lr=trainer.optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
+                     epoch=(trainer.consumed - 1) // trainer.batches_per_epoch)
+            if samples and sample_every and trainer.step % sample_every == 0:
+                trainer.save_samples()
+            if trainer.step % ckpt_every == 0 or trainer.step == steps:
+                trainer.save_checkpoint()
+    finally:
+        batches.close()
+        log.close()
+    return loss
+
+
 # ---------------------------------------------------------------------------------------------------- samples
 def sample_grid(source: Tensor, pose: Tensor, generated: Tensor, target: Tensor):
     """One row per sample: source | target pose | generated | ground truth, as a PIL image.

@@ -46,7 +46,7 @@ from . import distributed
 from .config import TrainConfig, from_dict, load_config
 from .data import CachedFeatures, CachedImageFeatures, EpochBatchSampler, build_dataset, check_dataset
 from .ema import EMA
-from .logs import LOG_NAME, TrainLog, require_tensorboard, sample_grid, save_png, truncate_log
+from .logs import LOG_NAME, TrainLog, require_tensorboard, run_steps, sample_grid, save_png, truncate_log
 
 logger = logging.getLogger("rpfm.train")
 
@@ -370,23 +370,8 @@ class Trainer:
         log = TrainLog(self.out_dir, total=cfg.steps, initial=self.step, log_every=cfg.log_every,
                        progress=cfg.progress, tensorboard=cfg.tensorboard, enabled=env.is_main)
         self._log = log
-        loss = None
-        if self.step >= cfg.steps:
-            log.message(f"already at step {self.step} >= steps={cfg.steps}; nothing to do.")
-        batches = self.batches()
-        try:
-            while self.step < cfg.steps:
-                loss, grad_norm = self.train_step(batches)
-                self.step += 1
-                log.step(self.step, loss=loss, lr=self.optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
-                         epoch=(self.consumed - 1) // self.batches_per_epoch)
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and env.is_main:
-                    self.save_samples()
-                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
-                    self.save_checkpoint()
-        finally:
-            batches.close()
-            log.close()
+        loss = run_steps(self, log, self.batches(), steps=cfg.steps, sample_every=cfg.sample_every,
+                         ckpt_every=cfg.ckpt_every, samples=env.is_main)
         return TrainResult(self.step, loss, self.last_checkpoint, self.out_dir)
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from rpfm.train import checkpoint as ckpt_mod
 from rpfm.train.codec_config import from_dict
 from rpfm.train.codec_export import evaluate_codec, export_codec
 from rpfm.train.codec_trainer import CodecTrainer, image_files, load_images, ssim_map_mean, train_codec
+from rpfm.train.schedule import lr_at
 
 TINY_VAE = {"block_out_channels": [8, 16], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4,
             "mid_block_add_attention": False}
@@ -58,6 +59,24 @@ def test_resume_repeats_the_uninterrupted_run_bitwise(data_root, tmp_path, crop)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert full.loss == resumed.loss
+
+
+def test_trainer_logs_the_scheduled_lr(data_root, tmp_path):
+    run = tmp_path / "run"
+    train_codec(_cfg(data_root, run, steps=6, lr=1e-3, lr_decay_start=0.5, lr_min_ratio=0.2))
+    logged = [json.loads(line)["lr"] for line in (run / "log.jsonl").read_text().splitlines()]
+    expected = [lr_at(s, lr=1e-3, steps=6, decay_start=0.5, min_ratio=0.2) for s in range(6)]
+    assert logged == pytest.approx(expected, rel=1e-12)
+    assert logged[0] > logged[-1]
+
+
+def test_resume_inside_the_tail_is_exact(data_root, tmp_path):
+    kw = dict(steps=6, lr=1e-3, lr_decay_start=0.3)
+    full = train_codec(_cfg(data_root, tmp_path / "full", **kw))
+    middle = tmp_path / "full" / "checkpoints" / "step_00000004"
+    resumed = train_codec(_cfg(data_root, tmp_path / "resumed", resume=str(middle), **kw))
+    a, b = (load_tensors(r.checkpoint / "model.safetensors") for r in (full, resumed))
+    assert resumed.step == 6 and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_existing_run_without_resume_is_refused(data_root, tmp_path):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import read_json
+from .schedule import check_schedule
 
 REQUIRED = ("data", "out_dir", "batch_size", "steps")
 # AutoencoderKL arguments a codec config may set (the block types are derived from block_out_channels).
@@ -45,6 +46,8 @@ class CodecTrainConfig:
     steps: int                            # optimizer steps in total
     vae: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_VAE))
     lr: float = 4e-4
+    lr_decay_start: float | None = None   # None: constant lr; f in [0, 1): cosine tail from f * steps
+    lr_min_ratio: float = 0.0             # the tail ends at lr * lr_min_ratio (rpfm.train.schedule)
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     ema_decay: float = 0.999
@@ -151,6 +154,7 @@ def _validate(cfg: CodecTrainConfig) -> None:
             _fail(name, "a finite number >= 0", value)
     if cfg.lr <= 0:
         _fail("lr", "a number > 0", cfg.lr)
+    check_schedule(cfg, _fail)
     if not _is_num(cfg.ema_decay) or not 0 <= cfg.ema_decay < 1:
         _fail("ema_decay", "a number in [0, 1)", cfg.ema_decay)
     if (not isinstance(cfg.betas, (tuple, list)) or len(cfg.betas) != 2

@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import config as model_config_mod
 from ..config import RPFMConfig
+from .schedule import check_schedule
 
 PRECISIONS = ("auto", "fp32", "bf16")
 REQUIRED = ("model", "codec", "dataset", "out_dir", "batch_size", "steps")
@@ -44,6 +45,8 @@ class TrainConfig:
     pose_encoder: str | None = None       # DINOv2-B folder; required when the model uses "global_pose"
     source_encoder: str | None = None     # DINOv2-G folder; required when the model uses "global_source"
     lr: float = 1e-4
+    lr_decay_start: float | None = None   # None: constant lr (spec §6); f in [0, 1): cosine tail from f * steps
+    lr_min_ratio: float = 0.0             # the tail ends at lr * lr_min_ratio (rpfm.train.schedule)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
@@ -197,6 +200,7 @@ def _validate(cfg: TrainConfig) -> None:
                           ("num_samples", 1), ("num_workers", 0)):
         _int(cfg, name, minimum)
     _float(cfg, "lr", 0.0, math.inf, lo_open=True, hi_open=True)
+    check_schedule(cfg, _fail)
     _float(cfg, "eps", 0.0, math.inf, lo_open=True, hi_open=True)
     _float(cfg, "weight_decay", 0.0, math.inf, hi_open=True)
     _float(cfg, "ema_decay", 0.0, 1.0)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..fileio import atomic_write_bytes
+from .schedule import apply_lr
 
 logger = logging.getLogger("rpfm.train")
 LOG_NAME = "log.jsonl"
@@ -182,6 +183,7 @@ def run_steps(trainer, log: TrainLog, batches, *, steps: int, sample_every: int,
         log.message(f"already at step {trainer.step} >= steps={steps}; nothing to do.")
     try:
         while trainer.step < steps:
+            apply_lr(trainer.optimizer, trainer.cfg, trainer.step)
             loss, grad_norm = trainer.train_step(batches)
             trainer.step += 1
             log.step(trainer.step, loss=loss, lr=trainer.optimizer.param_groups[0]["lr"], grad_norm=grad_norm,

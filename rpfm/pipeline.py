@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -33,14 +32,12 @@ from .fileio import (atomic_write_json, check_tensors, load_tensors, read_json, 
 from . import _ext
 from .checks import Checks
 from .flow import GuidedVelocity, check_guidance_scale
-from .graph_sampler import GraphSamplerCache
+from .graph_sampler import GraphSamplerCache, log_fallback_once as _log_fallback_once
 from .images import to_image_tensor, to_output
 from .model import RPFM, Condition
 from .noise import initial_noise
 from .offload import onload
 from .progress import ProgressBar, check_progress_options
-
-logger = logging.getLogger("rpfm")
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -583,11 +580,3 @@ def _render_keypoints(target_pose: Any, image_size: int, resize: bool | str = Fa
         return torch.stack([model_pose_image(k, image_size, mode) for k in target_pose])
     return target_pose
 
-
-_logged: set[str] = set()
-
-
-def _log_fallback_once(reason: str) -> None:
-    if reason not in _logged:
-        _logged.add(reason)
-        logger.warning("rpfm: graph sampler unavailable (%s); sampling with the eager loop.", reason)

@@ -21,11 +21,17 @@ What a captured graph depends on beyond its key, and how a change is noticed (:m
 private CUDA memory pool), remembers keys whose warm-up or capture failed (so ``sampler_backend="auto"`` falls back
 to the eager loop once, with one logged reason, instead of retrying every call), and is safe to use from several
 threads: each sampler serialises its calls with a lock (its static buffers are shared).
+
+:class:`CapturedStage` captures any other fixed-shape step around the sampler (``fn(x) -> tensors``, e.g. the
+streamer's pose encoding and decoding) in a CUDA graph with a static input buffer; :class:`EagerStage` is its
+twin with the same signature that just calls ``fn`` (CPU, and the fallback when capture fails).
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from typing import Any, Callable
 from collections import OrderedDict
 
 import torch
@@ -35,13 +41,20 @@ from .hoisted import HoistedVelocity
 from .integrators import GraphEulerCFG, time_grid
 from .model import RPFM, Condition
 
+logger = logging.getLogger("rpfm")
+
 DEFAULT_CACHE_SIZE = 4
 """Captured samplers kept per pipeline (env ``RPFM_GRAPH_CACHE_SIZE``)."""
 
 
-def _fingerprint(model: RPFM, device: torch.device, dtype: torch.dtype) -> tuple:
+def capture_fingerprint(model: RPFM, device: torch.device, dtype: torch.dtype,
+                        *others: torch.nn.Module | None) -> tuple:
+    """What a captured graph reads by pointer beyond its key: (the storage of the model's parameters and of the
+    ``others``' parameters and buffers, the op backends the model resolves now)."""
     backends = tuple(sorted(model.opset(device, dtype).names.items()))
-    return tuple((p.data_ptr(), p.dtype) for p in model.parameters()), backends
+    storage = tuple((p.data_ptr(), p.dtype) for p in model.parameters())
+    storage += tuple((t.data_ptr(), t.dtype) for m in others if m is not None for t in (*m.parameters(), *m.buffers()))
+    return storage, backends
 
 
 class ModelGraphSampler:
@@ -68,7 +81,7 @@ class ModelGraphSampler:
                                                                      cfg.latent_size),
             num_steps=num_steps, guidance_scale=1.0, dtype=self.dtype, device=self.device, solver=solver,
             cfg=guided, indexed=True, warmup_steps=warmup_steps)
-        self.fingerprint = _fingerprint(model, self.device, self.dtype)
+        self.fingerprint = capture_fingerprint(model, self.device, self.dtype)
 
     @property
     def nfe(self) -> int:
@@ -80,7 +93,7 @@ class ModelGraphSampler:
         return dict(self.fingerprint[1])
 
     def is_stale(self) -> bool:
-        return _fingerprint(self.model, self.device, self.dtype) != self.fingerprint
+        return capture_fingerprint(self.model, self.device, self.dtype) != self.fingerprint
 
     @torch.no_grad()
     def __call__(self, cond: Condition, noise: Tensor, guidance_scale: float) -> Tensor:
@@ -156,3 +169,58 @@ class GraphSamplerCache:
             sampler = self._samplers[key] = ModelGraphSampler(model, cond, num_steps=num_steps, guided=guided,
                                                               solver=solver)
             return sampler
+
+
+class EagerStage:
+    """``fn(x)`` run as is: the twin of :class:`CapturedStage` (same signature) on CPU and after a failed capture."""
+
+    kind = "eager"
+
+    def __init__(self, fn: Callable[[Tensor], Any], example: Tensor):
+        self.fn = fn
+
+    def __call__(self, x: Tensor) -> Any:
+        return self.fn(x)
+
+
+class CapturedStage:
+    """``fn(x)`` captured in one CUDA graph for ``example``'s shape, dtype and device.
+
+    A call copies ``x`` into the static input buffer and replays; it returns the outputs ``fn`` returned during
+    capture (static buffers, overwritten by the next call: copy what must outlive it). ``fn`` must be capturable:
+    no host syncs, no data-dependent Python control flow; it may read other tensors that stay in place (weights,
+    constants). Warm-up runs ``warmup`` calls on a side stream; the capture is thread-local (other threads' CUDA
+    calls cannot invalidate it). Static buffers are made outside inference mode, so a first call inside
+    ``torch.inference_mode()`` does not break later ones. Warm-up or capture errors propagate to the caller.
+    """
+
+    kind = "cuda-graph"
+
+    def __init__(self, fn: Callable[[Tensor], Any], example: Tensor, *, warmup: int = 2):
+        device = example.device
+        with torch.inference_mode(False), torch.no_grad():
+            self.static_in = example.clone()
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    fn(self.static_in)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.static_out = fn(self.static_in)
+
+    def __call__(self, x: Tensor) -> Any:
+        self.static_in.copy_(x)
+        self.graph.replay()
+        return self.static_out
+
+
+_logged: set[str] = set()
+
+
+def log_fallback_once(reason: str, what: str = "graph sampler", instead: str = "sampling with the eager loop") -> None:
+    """One warning per distinct reason (a capture that failed is not retried, so it is not reported again)."""
+    if reason not in _logged:
+        _logged.add(reason)
+        logger.warning("rpfm: %s unavailable (%s); %s.", what, reason, instead)

@@ -7,9 +7,16 @@ poses). Conventions, so nothing is guessed silently:
   * float numpy arrays are taken as [0, 1] (the usual image-array convention);
   * float tensors are taken as ALREADY in the requested range and only validated (with a small tolerance).
 ``to_output`` clamps decoded images (B, 3, H, W) in [-1, 1] and converts them to PIL / numpy / torch in [0, 1].
+
+Validation and the device: both functions take ``checks`` (an ``rpfm.checks.Checks``). Without it every check runs
+at once, as on the CPU. With it, the finite/range check of a device tensor is deferred (statistics reduced on the
+device, read when ``checks.resolve()`` is called; same error messages), so validating a CUDA input does not make
+the host wait for the device; ``to_output`` resolves ``checks`` itself once the images are on the host.
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 from typing import Any
 
@@ -18,6 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .checks import Checks
 from .imagefile import read_rgb, to_rgb
 
 VALUE_RANGES = {"[-1,1]": (-1.0, 1.0), "[0,1]": (0.0, 1.0)}
@@ -31,7 +39,7 @@ _ACCEPTED = ("a PIL.Image, a file path (str / pathlib.Path), a numpy array (H, W
 # ---------------------------------------------------------------------------------------------------- input
 def to_image_tensor(image: Any, *, name: str = "image", size: int | tuple[int, int] | None = None,
                     value_range: str = "[-1,1]", resize: bool | str = False, device: torch.device | str | None = None,
-                    dtype: torch.dtype = torch.float32, box: Any = None) -> Tensor:
+                    dtype: torch.dtype = torch.float32, box: Any = None, checks: Checks | None = None) -> Tensor:
     """Convert user input to a (B, 3, H, W) ``dtype`` tensor on ``device`` with values in ``value_range``.
 
     Args:
@@ -43,6 +51,7 @@ def to_image_tensor(image: Any, *, name: str = "image", size: int | tuple[int, i
             image to ``size`` (``rpfm.framing``: "crop" and "fit" keep the aspect; bicubic with antialias).
         box: the person's (x1, y1, x2, y2) in pixels, for resize="crop" (None: the middle of the image); for a list
             of images, a list with one box (or None) per image.
+        checks: where to defer the value checks of device tensors (see the module docstring); None checks now.
     """
     from .framing import check_resize
 
@@ -56,7 +65,7 @@ def to_image_tensor(image: Any, *, name: str = "image", size: int | tuple[int, i
         if len(image) == 0:
             raise ValueError(f"{name}: got an empty {type(image).__name__}. Pass at least one image.")
         boxes = box if isinstance(box, list) else [box] * len(image)    # one box per item, or one for all
-        parts = [_one(item, f"{name}[{i}]", target, value_range, resize, nested=True, box=boxes[i])
+        parts = [_one(item, f"{name}[{i}]", target, value_range, resize, nested=True, box=boxes[i], checks=checks)
                  for i, item in enumerate(image)]
         sizes = sorted({tuple(p.shape[-2:]) for p in parts})
         if len(sizes) > 1:
@@ -65,7 +74,15 @@ def to_image_tensor(image: Any, *, name: str = "image", size: int | tuple[int, i
         devices = {p.device for p in parts}
         x = torch.cat([p.to(next(iter(devices))) for p in parts]) if len(devices) > 1 else torch.cat(parts)
     else:
-        x = _one(image, name, target, value_range, resize, nested=False, box=box)
+        x = _one(image, name, target, value_range, resize, nested=False, box=box, checks=checks)
+    return to_device(x, device, dtype)
+
+
+def to_device(x: Tensor, device: torch.device | str | None, dtype: torch.dtype) -> Tensor:
+    """``x.to(device, dtype)``; host data bound for a CUDA device goes through pinned memory without blocking (a
+    copy from pageable memory would wait for all the work already queued on the device)."""
+    if device is not None and x.device.type == "cpu" and torch.device(device).type == "cuda":
+        return x.pin_memory().to(device=device, dtype=dtype, non_blocking=True)
     return x.to(device=device, dtype=dtype)
 
 
@@ -81,7 +98,7 @@ def _parse_size(size: Any, name: str) -> tuple[int, int] | None:
 
 
 def _one(image: Any, name: str, target: tuple[int, int] | None, value_range: str, resize: str | None,
-         nested: bool, box: Any = None) -> Tensor:
+         nested: bool, box: Any = None, checks: Checks | None = None) -> Tensor:
     """One input (anything but a list) -> float32 (B, 3, H, W) in ``value_range``, sized to ``target``."""
     if isinstance(image, (str, os.PathLike)):
         image = _open(image, name)
@@ -90,7 +107,7 @@ def _one(image: Any, name: str, target: tuple[int, int] | None, value_range: str
     elif isinstance(image, np.ndarray):
         x, in_range = _from_array(image, name), "[0,1]"
     elif isinstance(image, Tensor):
-        x, in_range = _from_tensor(image, name, value_range)
+        x, in_range = _from_tensor(image, name, value_range, checks)
     else:
         what = "a list of images" if nested and isinstance(image, (list, tuple)) else type(image).__name__
         raise TypeError(f"{name}: unsupported type {what}. Accepted: {_ACCEPTED}.")
@@ -143,7 +160,7 @@ def _from_array(array: np.ndarray, name: str) -> Tensor:
     return x.permute(0, 3, 1, 2).contiguous()  # (B, H, W, 3) -> (B, 3, H, W)
 
 
-def _from_tensor(tensor: Tensor, name: str, value_range: str) -> tuple[Tensor, str]:
+def _from_tensor(tensor: Tensor, name: str, value_range: str, checks: Checks | None = None) -> tuple[Tensor, str]:
     """(3, H, W) / (B, 3, H, W): uint8 -> [0, 1]; float -> validated, left in ``value_range``."""
     if tensor.ndim not in (3, 4) or tensor.shape[-3] != 3:
         hint = "Pass (3, H, W) or (B, 3, H, W)"
@@ -163,17 +180,29 @@ def _from_tensor(tensor: Tensor, name: str, value_range: str) -> tuple[Tensor, s
         raise TypeError(f"{name}: tensor dtype {tensor.dtype} is not supported; expected a float tensor in "
                         f"{value_range} or a uint8 tensor (0..255). Convert with x.float() or x.to(torch.uint8).")
     x = x.float()
-    _check_range(x, name, value_range, "float tensors are taken as already in the requested range")
+    _check_range(x, name, value_range, "float tensors are taken as already in the requested range", checks)
     return x, value_range
 
 
-def _check_range(x: Tensor, name: str, value_range: str, convention: str) -> None:
-    lo, hi = VALUE_RANGES[value_range]
+def _check_range(x: Tensor, name: str, value_range: str, convention: str, checks: Checks | None = None) -> None:
     if x.numel() == 0:
         return                                      # refused by _one with the shape
+    if checks is not None and checks.defers(x):     # judged from (min, max) reduced on the device, read later
+        checks.add(x, functools.partial(_judge_range, name, value_range, convention))
+        return
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name}: contains NaN or Inf values. Pass a finite image.")
-    mn, mx = float(x.min()), float(x.max())
+        raise ValueError(_NOT_FINITE.format(name=name))
+    _judge_range(name, value_range, convention, float(x.min()), float(x.max()))
+
+
+_NOT_FINITE = "{name}: contains NaN or Inf values. Pass a finite image."
+
+
+def _judge_range(name: str, value_range: str, convention: str, mn: float, mx: float) -> None:
+    """Raise the range error for an image whose extremes are (mn, mx); a non-finite extreme means NaN or Inf."""
+    if not (math.isfinite(mn) and math.isfinite(mx)):
+        raise ValueError(_NOT_FINITE.format(name=name))
+    lo, hi = VALUE_RANGES[value_range]
     if mn >= lo - RANGE_TOLERANCE and mx <= hi + RANGE_TOLERANCE:
         return
     if mx > 1.5:
@@ -188,8 +217,13 @@ def _check_range(x: Tensor, name: str, value_range: str, convention: str) -> Non
 
 
 # ---------------------------------------------------------------------------------------------------- output
-def to_output(images: Tensor, output_type: str = "pil") -> list[Image.Image] | np.ndarray | Tensor:
+def to_output(images: Tensor, output_type: str = "pil",
+              checks: Checks | None = None) -> list[Image.Image] | np.ndarray | Tensor:
     """Decoded images (B, 3, H, W) in [-1, 1] -> clamp, map to [0, 1], then convert.
+
+    ``checks``: the call's pending checks. The NaN/Inf check of device images joins them; for "pil" and "np" they
+    are all resolved here, after the copy to the host (which waits for the device anyway) and before a value is
+    converted. For "pt" on a device the caller resolves them (the pipeline does before it returns).
 
     Returns:
         "pil": a list of B RGB PIL images; "np": float32 array (B, H, W, 3) in [0, 1];
@@ -203,13 +237,22 @@ def to_output(images: Tensor, output_type: str = "pil") -> list[Image.Image] | n
         raise ValueError(f"images: expected a float tensor of shape (B, 3, H, W) in [-1, 1], got shape "
                          f"{tuple(images.shape)} dtype {images.dtype}. Pass the codec's decode() output.")
     x = images.detach().float()
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("images: the decoded images contain NaN or Inf (often a float16 overflow in the decoder). "
-                         "Run the codec in float32 or bfloat16.")
+    if checks is not None and checks.defers(x):
+        checks.add(x, _judge_decoded)
+    elif not bool(torch.isfinite(x).all()):
+        _judge_decoded(math.nan, math.nan)
     x = (x.clamp(-1, 1) + 1) / 2                                              # (B, 3, H, W) in [0, 1]
     if output_type == "pt":
         return x
     array = x.permute(0, 2, 3, 1).cpu().numpy()                               # (B, H, W, 3)
+    if checks is not None:
+        checks.resolve()                           # the copy above waited for the device: nothing left to wait for
     if output_type == "np":
         return np.ascontiguousarray(array)
     return [Image.fromarray(a) for a in (array * 255).round().astype(np.uint8)]
+
+
+def _judge_decoded(mn: float, mx: float) -> None:
+    if not (math.isfinite(mn) and math.isfinite(mx)):
+        raise ValueError("images: the decoded images contain NaN or Inf (often a float16 overflow in the decoder). "
+                         "Run the codec in float32 or bfloat16.")

@@ -4,14 +4,20 @@ Diffusers' conventions: ``generator`` is one ``torch.Generator`` for the whole b
 (sample i then depends only on generator i, so a batch reproduces the single-sample calls); ``latents`` is the
 noise itself, (B, C, h, w), used as given (cast to the pipeline's device and dtype).
 Noise is drawn in fp32 on the generator's device (CPU without one) and then moved, so a seed gives the same image
-on every device.
+on every device. With ``checks`` (an ``rpfm.checks.Checks``), the NaN/Inf check of device ``latents`` is deferred
+(read when the checks are resolved), so it does not make the host wait for the device.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import math
+
 import torch
 from torch import Tensor
+
+from .checks import Checks
+from .images import to_device
 
 
 def _draw(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
@@ -20,7 +26,8 @@ def _draw(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
 
 
 def initial_noise(batch_size: int, latent_shape: Sequence[int], *, generator: Any = None, latents: Any = None,
-                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                  checks: Checks | None = None) -> Tensor:
     """x1: (B, C, h, w) in ``dtype`` on ``device``.
 
     Args:
@@ -28,6 +35,7 @@ def initial_noise(batch_size: int, latent_shape: Sequence[int], *, generator: An
         latent_shape: (C, h, w).
         generator: None, a ``torch.Generator``, or a list/tuple of B generators (one per sample).
         latents: None, or the noise itself: a float tensor (B, C, h, w) (or (C, h, w) when B = 1).
+        checks: where to defer the NaN/Inf check of device ``latents``; None checks now.
     """
     shape = (batch_size, *map(int, latent_shape))
     if latents is not None:
@@ -41,9 +49,11 @@ def initial_noise(batch_size: int, latent_shape: Sequence[int], *, generator: An
         if tuple(x.shape) != shape:
             raise ValueError(f"latents: expected shape {shape} (batch, latent channels, latent height, width), got "
                              f"{tuple(latents.shape)}. Draw it with torch.randn{shape}.")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("latents: contains NaN or Inf values. Pass finite noise, e.g. torch.randn(...).")
-        return x.detach().to(device=device, dtype=dtype)
+        if checks is not None and checks.defers(x):
+            checks.add(x, _judge_latents)
+        elif not bool(torch.isfinite(x).all()):
+            _judge_latents(math.nan, math.nan)
+        return to_device(x.detach(), device, dtype)
     if isinstance(generator, (list, tuple)):
         if len(generator) != batch_size:
             raise ValueError(f"generator: got a list of {len(generator)} generators for a batch of {batch_size}. "
@@ -57,7 +67,12 @@ def initial_noise(batch_size: int, latent_shape: Sequence[int], *, generator: An
     else:
         raise TypeError(f"generator: expected a torch.Generator, a list of them (one per sample) or None, got "
                         f"{type(generator).__name__}. Make one with torch.Generator().manual_seed(0).")
-    return x.to(device=device, dtype=dtype)
+    return to_device(x, device, dtype)
+
+
+def _judge_latents(low: float, high: float) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("latents: contains NaN or Inf values. Pass finite noise, e.g. torch.randn(...).")
 
 
 __all__ = ["initial_noise"]

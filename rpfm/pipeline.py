@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -31,15 +30,14 @@ from .features import GlobalFeatureExtractor, load_feature_extractor
 from .fileio import (atomic_write_json, check_tensors, load_tensors, read_json, read_metadata,
                      remove_stale_temporaries, save_tensors)
 from . import _ext
+from .checks import Checks
 from .flow import GuidedVelocity, check_guidance_scale
-from .graph_sampler import GraphSamplerCache
+from .graph_sampler import GraphSamplerCache, log_fallback_once as _log_fallback_once
 from .images import to_image_tensor, to_output
 from .model import RPFM, Condition
 from .noise import initial_noise
 from .offload import onload
 from .progress import ProgressBar, check_progress_options
-
-logger = logging.getLogger("rpfm")
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -252,9 +250,11 @@ class RPFMPipeline:
 
     # ------------------------------------------------------------------ stages
     @torch.no_grad()
-    def encode_source(self, source_image: Any, *, resize: bool = False) -> tuple[Tensor, Tensor | None]:
+    def encode_source(self, source_image: Any, *, resize: bool = False,
+                      checks: Checks | None = None) -> tuple[Tensor, Tensor | None]:
         """The source's half of the condition: its latent z_s (B, C, h, w) and its share of the aggregation,
-        g_s + l_s (B, 1, D) (None when both source branches are off). Computed once per source."""
+        g_s + l_s (B, 1, D) (None when both source branches are off). Computed once per source. ``checks``: where
+        the value check of a device tensor input is deferred (``rpfm.checks``); None checks now."""
         cfg, dev, dt = self.config, self.device, self.dtype
         box = None
         if resize == "crop":
@@ -263,7 +263,7 @@ class RPFMPipeline:
             box = ([estimate_person_box(s, owner=self) for s in source_image]    # None: centre crop
                    if isinstance(source_image, (list, tuple)) else estimate_person_box(source_image, owner=self))
         src = to_image_tensor(source_image, name="source_image", size=cfg.image_size, value_range="[-1,1]",
-                              device=dev, dtype=dt, resize=resize, box=box)          # (B, 3, H, W) in [-1, 1]
+                              device=dev, dtype=dt, resize=resize, box=box, checks=checks)  # (B, 3, H, W), [-1, 1]
         with onload(self.codec, self._offload_device):
             z_s = self.codec.encode(src).to(dev, dt)                                # (B, C, h, w)
         f_src = None
@@ -273,13 +273,25 @@ class RPFMPipeline:
         return z_s, self.model.source_branches(z_s=z_s, f_src=f_src)
 
     @torch.no_grad()
-    def encode_pose(self, target_pose: Any, *, resize: bool = False,
-                    name: str = "target_pose") -> tuple[Tensor, Tensor | None]:
+    def encode_pose(self, target_pose: Any, *, resize: bool = False, name: str = "target_pose",
+                    checks: Checks | None = None) -> tuple[Tensor, Tensor | None]:
         """The pose's half: the pose latent z_p (B, C, h, w) and g_p + l_p (B, 1, D) (or None). Accepts
         keypoints or rendered skeletons (see ``__call__``)."""
+        return self._encode_pose_tensor(self._pose_tensor(target_pose, resize=resize, name=name, checks=checks))
+
+    def _pose_tensor(self, target_pose: Any, *, resize: bool = False, name: str = "target_pose",
+                    checks: Checks | None = None) -> Tensor:
+        """The rendered pose (B, 3, H, W) in [0, 1], in the pipeline's device and dtype."""
+        cfg = self.config
+        return to_image_tensor(_render_keypoints(target_pose, cfg.image_size, resize), name=name,
+                               size=cfg.image_size, value_range="[0,1]", device=self.device, dtype=self.dtype,
+                               resize=resize, checks=checks)                        # (B, 3, H, W) in [0, 1]
+
+    @torch.no_grad()
+    def _encode_pose_tensor(self, pose: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`encode_pose` from the rendered pose (B, 3, H, W) in [0, 1]: shapes only, no host sync (the
+        streamer captures it in a CUDA graph)."""
         cfg, dev, dt = self.config, self.device, self.dtype
-        pose = to_image_tensor(_render_keypoints(target_pose, cfg.image_size, resize), name=name, size=cfg.image_size,
-                               value_range="[0,1]", device=dev, dtype=dt, resize=resize)  # (B, 3, H, W) in [0, 1]
         with onload(self.codec, self._offload_device):
             z_p = self.codec.encode(pose * 2 - 1).to(dev, dt)                       # pose latent from [-1, 1]
         f_pose = None
@@ -289,23 +301,26 @@ class RPFMPipeline:
         return z_p, self.model.pose_branches(z_p=z_p, f_pose=f_pose)
 
     @torch.no_grad()
-    def encode_condition(self, source_image: Any, target_pose: Any, *, resize: bool = False) -> Condition:
+    def encode_condition(self, source_image: Any, target_pose: Any, *, resize: bool = False,
+                         checks: Checks | None = None) -> Condition:
         """Everything that depends only on (source, pose), computed once per sample (never per step):
         VAE latents of the source and the rendered pose, DINOv2 tokens, and the aggregated vector y."""
-        z_s, source_part = self.encode_source(source_image, resize=resize)
-        z_p, pose_part = self.encode_pose(target_pose, resize=resize)
+        z_s, source_part = self.encode_source(source_image, resize=resize, checks=checks)
+        z_p, pose_part = self.encode_pose(target_pose, resize=resize, checks=checks)
         if z_s.shape[0] != z_p.shape[0]:
             raise ValueError(f"target_pose: batch size {z_p.shape[0]} does not match source_image batch size "
                              f"{z_s.shape[0]}. Pass one pose per source image (or a single one of each).")
         return self.model.combine_condition(source_part, pose_part, z_s=z_s, z_p=z_p)
 
-    def prepare_noise(self, batch_size: int, generator: Any = None, latents: Tensor | None = None) -> Tensor:
+    def prepare_noise(self, batch_size: int, generator: Any = None, latents: Tensor | None = None,
+                      checks: Checks | None = None) -> Tensor:
         """x1 ~ N(0, I): (B, C, h, w) float32 (the ODE state is fp32 whatever the model's dtype), drawn on the
         generator's device (CPU if none) so seeds agree across devices; ``generator`` may be a list with one per
         sample; ``latents`` is the noise itself (see ``rpfm.noise``)."""
         cfg = self.config
         return initial_noise(batch_size, (cfg.latent_channels, cfg.latent_size, cfg.latent_size),
-                             generator=generator, latents=latents, device=self.device, dtype=torch.float32)
+                             generator=generator, latents=latents, device=self.device, dtype=torch.float32,
+                             checks=checks)
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
@@ -358,6 +373,10 @@ class RPFMPipeline:
         Returns:
             :class:`RPFMOutput` (or ``(images,)`` when ``return_dict=False``). A progress bar runs over the steps
             (:meth:`set_progress_bar_config` configures or disables it).
+
+        Raises:
+            ValueError for a bad input (NaN/Inf, values outside the range). For device tensors the check is reduced
+            on the device and read just before returning (``rpfm.checks``), so it does not stall the device.
         """
         num_steps = _steps_alias(num_inference_steps, num_steps)
         step_callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
@@ -373,8 +392,9 @@ class RPFMPipeline:
             from .pose.estimate import resolve_target_pose
 
             target_pose = resolve_target_pose(target_pose, pose_from, pose_estimator, owner=self)
-        cond = self.encode_condition(source_image, target_pose, resize=resize)
-        x1 = self.prepare_noise(cond.batch_size, generator, latents)
+        checks = Checks()       # value checks of device inputs: reduced on the device now, read before returning
+        cond = self.encode_condition(source_image, target_pose, resize=resize, checks=checks)
+        x1 = self.prepare_noise(cond.batch_size, generator, latents, checks=checks)
         with self.progress_bar(num_steps) if solver != "dopri5" else contextlib.nullcontext() as bar:
             x0, nfe, sampler_name = self._sample(cond, x1, num_steps=num_steps, guidance_scale=guidance_scale,
                                                  solver=solver, sampler_backend=sampler_backend, atol=atol,
@@ -382,7 +402,8 @@ class RPFMPipeline:
         if output_type == "latent":
             images = x0
         else:
-            images = to_output(self.decode(x0), output_type)
+            images = to_output(self.decode(x0), output_type, checks=checks)
+        checks.resolve()        # waits only for the inputs' statistics (early in the stream); raises for a bad input
         backends = {**self.model.opset(self.device, self.dtype).names, "sampler": sampler_name}
         if not return_dict:
             return (images,)
@@ -559,11 +580,3 @@ def _render_keypoints(target_pose: Any, image_size: int, resize: bool | str = Fa
         return torch.stack([model_pose_image(k, image_size, mode) for k in target_pose])
     return target_pose
 
-
-_logged: set[str] = set()
-
-
-def _log_fallback_once(reason: str) -> None:
-    if reason not in _logged:
-        _logged.add(reason)
-        logger.warning("rpfm: graph sampler unavailable (%s); sampling with the eager loop.", reason)

@@ -1,4 +1,6 @@
-"""pipe.stream(): cached source work, equality with the pipeline, shared-noise stability, the threaded worker."""
+"""pipe.stream(): cached source work, equality with the pipeline, shared-noise stability, the threaded worker, and
+the fixed-batch stages (captured on CUDA, the eager twin on CPU, bitwise the previous per-frame code)."""
+import logging
 import queue
 
 import numpy as np
@@ -8,10 +10,13 @@ import torch
 from rpfm import RPFMPipeline
 from rpfm.codec import PixelCodec
 from rpfm.demo import demo_config
-from rpfm.model import RPFM
+from rpfm import streaming
+from rpfm.graph_sampler import CapturedStage, EagerStage
+from rpfm.images import to_output
+from rpfm.model import RPFM, Condition
 from rpfm.streaming import StreamWorker
 
-from .conftest import randomize
+from .conftest import randomize, requires_cuda
 
 
 @pytest.fixture
@@ -164,3 +169,164 @@ def test_worker_get_times_out_with_queue_empty(pipe):
             worker.get(timeout=0.05)
         with pytest.raises(queue.Empty):
             worker.get_result(timeout=0)
+
+
+# ---------------------------------------------------------------------------------------------- fixed-batch stages
+def _previous_frame(pipe, streamer, pose, output_type):
+    """The per-frame code before the stages existed: encode_pose, combine, sample, decode (the reference)."""
+    z_p, pose_part = pipe.encode_pose(pose, name="pose")
+    cond = pipe.model.combine_condition(streamer.source_part, pose_part, z_s=streamer.z_s, z_p=z_p)
+    F = z_p.shape[0]
+    x1 = streamer._noise.expand(F, -1, -1, -1).contiguous() if streamer.shared_noise else \
+        pipe.prepare_noise(F, streamer.generator)
+    x0, _, _ = pipe._sample(cond, x1, num_steps=streamer.num_steps, guidance_scale=streamer.guidance_scale,
+                            solver=streamer.solver, sampler_backend=streamer.sampler_backend, atol=0, rtol=0)
+    return x0 if output_type == "latent" else to_output(pipe.decode(x0), output_type)
+
+
+@pytest.mark.parametrize("output_type, shared_noise", [("pt", True), ("np", False), ("latent", True)])
+def test_cpu_frames_are_bitwise_the_previous_per_frame_code(pipe, output_type, shared_noise):
+    src = _images(1) * 2 - 1
+    kw = dict(num_steps=2, guidance_scale=1.3, output_type=output_type, shared_noise=shared_noise)
+    streamer = pipe.stream(src, generator=torch.Generator().manual_seed(5), **kw)
+    reference = pipe.stream(src, generator=torch.Generator().manual_seed(5), **kw)
+    for i in range(3):
+        pose = _images(1 + i % 2, 10 + i)                                # batches of 1 and 2
+        got = streamer(pose)
+        want = _previous_frame(pipe, reference, pose, output_type)
+        assert (np.array_equal(got, want) if output_type == "np" else torch.equal(got, want))
+    assert streamer.frame_backend == "eager"                            # CPU: the eager twin
+
+
+def test_eager_stage_is_the_twin_of_the_captured_stage():
+    import inspect
+
+    def params(cls):
+        return [p for p in inspect.signature(cls).parameters.values() if p.default is inspect.Parameter.empty]
+
+    assert [p.name for p in params(EagerStage)] == [p.name for p in params(CapturedStage)] == ["fn", "example"]
+    x = torch.rand(2, 3)
+    stage = EagerStage(lambda t: (t * 2, t.sum()), x)
+    out = stage(x)
+    assert torch.equal(out[0], x * 2) and torch.equal(out[1], x.sum())
+
+
+class _StaticStage:
+    """A CPU stand-in for CapturedStage with the same buffer semantics: a static input copied into, outputs written
+    in place into the same storage on every call (so a frame that kept a reference would see the next one)."""
+
+    kind = CapturedStage.kind
+    made: list = []
+
+    def __init__(self, fn, example, *, warmup=2):
+        self.fn, self.static_in = fn, example.clone()
+        self.static_out = fn(self.static_in)
+        _StaticStage.made.append(tuple(example.shape))
+
+    def __call__(self, x):
+        self.static_in.copy_(x)
+        new = self.fn(self.static_in)
+        if isinstance(new, Condition):
+            self.static_out.y.copy_(new.y)
+            if new.ctx is not None:
+                self.static_out.ctx.copy_(new.ctx)
+        else:
+            self.static_out.copy_(new)
+        return self.static_out
+
+
+def _capturing(monkeypatch, streamer, stage=_StaticStage):
+    monkeypatch.setattr(streamer, "_capture_unavailable", lambda: None)   # take the CUDA branch on CPU
+    monkeypatch.setattr(streaming, "CapturedStage", stage)
+
+
+@pytest.mark.parametrize("output_type", ["pt", "latent"])
+def test_static_stage_buffers_give_the_eager_frames_and_recapture_on_new_batch_or_weights(pipe, monkeypatch,
+                                                                                         output_type):
+    src = _images(1) * 2 - 1
+    kw = dict(num_steps=2, guidance_scale=1.3, output_type=output_type, generator=torch.Generator().manual_seed(0))
+    eager = pipe.stream(src, **kw)
+    static = pipe.stream(src, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    _capturing(monkeypatch, static)
+    _StaticStage.made = []
+    poses = [_images(1, 20), _images(1, 21), _images(1, 20), _images(2, 22)]
+    got = [static(p) for p in poses]
+    assert static.frame_backend == "cuda-graph"
+    for g, p in zip(got, poses):                       # earlier frames are not overwritten by later replays
+        assert torch.equal(g, eager(p))
+    expected = [(f, 3, 64, 64) for f in (1, 2)] + [(f, 48, 16, 16) for f in (1, 2) if output_type == "pt"]
+    assert sorted(_StaticStage.made) == sorted(expected)            # once per batch size (decode: not for latents)
+    made = len(_StaticStage.made)
+    static(_images(2, 23))                             # same batch of 2: replayed, not recaptured
+    assert len(_StaticStage.made) == made
+    with torch.no_grad():
+        pipe.model.pos_embed.data = pipe.model.pos_embed.data.clone()   # new storage: the graphs would read freed
+    static(_images(2, 23))                                                # memory, so they are recaptured
+    assert len(_StaticStage.made) > made
+
+
+def test_failed_stage_capture_falls_back_once_with_one_logged_reason(pipe, monkeypatch, caplog):
+    src, pose = _images(1) * 2 - 1, _images(1, 3)
+    attempts = []
+
+    class NotCapturable:
+        def __init__(self, fn, example, *, warmup=2):
+            attempts.append(1)
+            raise RuntimeError("operation not permitted when stream is capturing (stream test)")
+
+    kw = dict(num_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0))
+    reference = [pipe.stream(src, **kw)(pose)]
+    streamer = pipe.stream(src, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    _capturing(monkeypatch, streamer, NotCapturable)
+    with caplog.at_level(logging.WARNING, logger="rpfm"):
+        frames = [streamer(pose) for _ in range(3)]
+    assert attempts == [1] and streamer.frame_backend == "eager"      # tried once, never retried
+    for f in frames:
+        assert torch.equal(f, reference[0])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "stream test" in warnings[0] and "eagerly" in warnings[0]
+    strict = pipe.stream(src, sampler_backend="graph", num_steps=2, output_type="pt")
+    _capturing(monkeypatch, strict, NotCapturable)
+    with pytest.raises(RuntimeError, match="stream test"):           # an explicit request re-raises
+        strict(pose)
+
+
+def test_capture_is_off_on_cpu_and_for_eager_sampling(pipe):
+    streamer = pipe.stream(_images(1) * 2 - 1, num_steps=1)
+    assert "CUDA" in streamer._capture_unavailable()
+    streamer.sampler_backend = "eager"
+    assert streamer._capture_unavailable() is not None
+
+
+@requires_cuda
+@pytest.mark.parametrize("output_type", ["pt", "latent"])
+def test_cuda_stream_captures_its_stages_and_matches_eager_stages(pipe, monkeypatch, output_type):
+    pipe.to("cuda")
+    src = (_images(1) * 2 - 1).cuda()
+    kw = dict(num_steps=3, guidance_scale=1.3, output_type=output_type)
+    captured = pipe.stream(src, generator=torch.Generator().manual_seed(0), **kw)
+    eager = pipe.stream(src, generator=torch.Generator().manual_seed(0), **kw)
+    monkeypatch.setattr(eager, "_capture_unavailable", lambda: "forced eager stages")
+    poses = [_images(1, 30), _images(1, 31).cuda(), _images(1, 30)]
+    got = [captured(p) for p in poses]
+    assert captured.frame_backend == "cuda-graph" and eager.frame_backend == "eager"
+    for g, p in zip(got, poses):
+        torch.testing.assert_close(g, eager(p), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(got[0], got[1]) and torch.equal(got[0], got[2])
+
+
+@requires_cuda
+def test_cuda_stream_frame_makes_no_host_sync(pipe):
+    pipe.to("cuda")
+    streamer = pipe.stream((_images(1) * 2 - 1).cuda(), num_steps=3, output_type="latent")
+    for i in range(2):
+        streamer(_images(1, 40 + i))                                     # warm-up and capture
+    assert streamer.frame_backend == "cuda-graph"
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(2):
+            streamer(_images(1, 50 + i))                                 # a host pose: uploaded through pinned memory
+            streamer(_images(1, 60 + i).cuda())                          # a device pose: its check is deferred
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

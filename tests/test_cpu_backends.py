@@ -8,7 +8,8 @@ import torch
 from rpfm import ops
 from rpfm.ops import reference as ref
 from rpfm.ops.cpu import adaln_modulate_cpu, gated_residual_adaln_cpu
-from rpfm.ops.linear import linear_gelu_tanh_cublaslt, linear_gelu_tanh_onednn, linear_onednn, packed_weight
+from rpfm.ops.linear import (gelu_tanh_, linear_gelu_tanh_cublaslt, linear_gelu_tanh_onednn, linear_onednn,
+                             packed_weight)
 
 ONEDNN = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -27,6 +28,17 @@ def test_onednn_linear_and_gelu_epilogue_match_reference(bias):
         torch.testing.assert_close(linear_onednn(x, w, b), ref.linear_ref(x, w, b), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(linear_gelu_tanh_onednn(x, w, b), ref.linear_gelu_tanh_ref(x, w, b),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_sigmoid_form_gelu_equals_tanh_gelu_everywhere():
+    # (1 + tanh u) / 2 == sigmoid(2u): the in-place CPU GELU must match ATen's tanh GELU over the whole line,
+    # including the saturated tails (|x| up to 60, where x^3 is large and sigmoid underflows to 0 / rounds to 1).
+    x = torch.cat([torch.linspace(-60, 60, 200_001), torch.randn(10_000) * 3, torch.tensor([0.0, -0.0, 1e-30])])
+    want = torch.nn.functional.gelu(x, approximate="tanh")
+    y = x.clone()
+    got = gelu_tanh_(y)
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=1e-6)
+    assert got.data_ptr() == y.data_ptr() and torch.isfinite(got).all()          # in place, no inf/nan in tails
 
 
 @ONEDNN

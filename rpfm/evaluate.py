@@ -272,7 +272,9 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
             lpips_error = str(e)
     for name, pred in candidates.items():
         row = {"ssim": float(np.mean(ssim_per_image(pred, tgt, size=metric_size))),
-               "psnr": float(np.mean(psnr_per_image(pred, tgt, size=metric_size)))}
+               "ssim_gaussian": float(np.mean(ssim_per_image(pred, tgt, variant="gaussian", size=metric_size))),
+               "psnr": float(np.mean(psnr_per_image(pred, tgt, size=metric_size))),
+               **region_metrics(pred, tgt)}
         if lpips_model is not None and lpips_error is None:
             from .metrics import lpips
 
@@ -327,13 +329,28 @@ def mean_training_image(dataset, *, max_items: int = 2000) -> np.ndarray:
     return (acc / n).astype(np.float32)
 
 
-_FORMATS = {"ssim": "{:.4f}", "psnr": "{:.2f}", "lpips": "{:.4f}", "fid": "{:.2f}"}
+_FORMATS = {"ssim": "{:.4f}", "ssim_gaussian": "{:.4f}", "psnr": "{:.2f}", "psnr_person": "{:.2f}",
+            "bg_noise": "{:.2f}", "lpips": "{:.4f}", "fid": "{:.2f}"}
+_HEADERS = {"ssim_gaussian": "SSIM (Gaussian)", "psnr_person": "PSNR (person)", "bg_noise": "BG noise (/255)"}
+
+
+def region_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
+    """Mean person PSNR and background noise (``rpfm.metrics.regions``) over the images that have the region;
+    omitted when no image has it (e.g. photos without a plain backdrop)."""
+    from .metrics.regions import background_noise, person_psnr
+
+    out = {}
+    for key, values in (("psnr_person", person_psnr(pred, target)), ("bg_noise", background_noise(pred, target))):
+        values = values[np.isfinite(values)]
+        if values.size:
+            out[key] = float(values.mean())
+    return out
 
 
 def markdown(result: dict) -> str:
     """The metrics table (one row per candidate; "—" where a metric was not computed), then one line on FID."""
     keys = [k for k in _FORMATS if any(k in r for r in result["rows"].values())]
-    lines = ["| | " + " | ".join(k.upper() for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    lines = ["| | " + " | ".join(_HEADERS.get(k, k.upper()) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for name, row in result["rows"].items():
         lines.append(f"| {name} | " + " | ".join(_FORMATS[k].format(row[k]) if k in row else "—" for k in keys)
                      + " |")

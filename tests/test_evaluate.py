@@ -18,7 +18,8 @@ from rpfm.data.synthetic import generate_synthetic
 from rpfm.demo import demo_config
 from rpfm.evaluate import compute_metrics
 from rpfm.metrics import inception as inception_module
-from rpfm.metrics import psnr_per_image
+from rpfm.metrics import psnr_per_image, ssim_per_image
+from rpfm.metrics.regions import background_noise, person_psnr
 from rpfm.model import RPFM
 
 from .conftest import randomize
@@ -50,6 +51,11 @@ def test_eval_writes_report_and_resumes(setup, tmp_path):
     src = np.stack([((test[i]["source"] + 1) / 2).permute(1, 2, 0).numpy() for i in range(len(test))])
     tgt = np.stack([((test[i]["target"] + 1) / 2).permute(1, 2, 0).numpy() for i in range(len(test))])
     assert metrics["rows"]["baseline: copy source"]["psnr"] == pytest.approx(float(np.mean(psnr_per_image(src, tgt))))
+    copy = metrics["rows"]["baseline: copy source"]
+    assert copy["ssim_gaussian"] == pytest.approx(float(np.mean(ssim_per_image(src, tgt, variant="gaussian"))))
+    assert copy["psnr_person"] == pytest.approx(float(np.nanmean(person_psnr(src, tgt))))
+    assert copy["bg_noise"] == pytest.approx(float(np.nanmean(background_noise(src, tgt))))
+    assert "PSNR (person)" in (out / "metrics.md").read_text()
     # resume: delete one image, run again: only that one is generated
     victim = sorted((out / "images").glob("*.png"))[0]
     before = {p.name: p.read_bytes() for p in (out / "images").glob("*.png")}

@@ -5,6 +5,9 @@ weight-free pixel codec; see its ``train_config.json`` and ``metrics.json``) plu
 *held-out identities* (never seen in training): source, rendered target pose and ground truth. Rebuild it with
 :func:`build_release` after training (README, "The demo model").
 
+:func:`demo_config` is NOT the release's architecture: it is a tiny local-branch config with the weight-free pixel
+codec that tests and examples build in code (random init).
+
 The small drawing helpers below (a stick figure and a flat-shaded person) serve the ``stick_figures`` training
 dataset and tests that need an image without files.
 """
@@ -42,7 +45,8 @@ _WALKING = np.array([[.52, .14], [.50, .25], [.40, .25], [.33, .36], [.28, .46],
 
 
 def demo_config() -> RPFMConfig:
-    """64x64 images, pixel codec (f = 4 -> 48 x 16 x 16 latents), 2 blocks, D = 64, local branches only."""
+    """A tiny test config (not the shipped release): 64x64 images, pixel codec (f = 4 -> 48 x 16 x 16 latents),
+    2 blocks, D = 64, local branches only."""
     return RPFMConfig(image_size=64, latent_channels=48, latent_downsample=4, patch_size=2, hidden_size=64,
                       depth=2, num_heads=2, branches=("local_source", "local_pose"))
 
@@ -111,7 +115,10 @@ def build_release(run_dir: str | Path, data_root: str | Path, out: str | Path = 
             break
     if metrics is not None:
         shutil.copyfile(metrics, out / "metrics.json")
-    test = PairFolderDataset(data_root, "test", image_size=demo_config().image_size, augment=False)
+    from .fileio import read_json
+
+    size = int(read_json(out / "config.json", "config.json")["model"]["image_size"])
+    test = PairFolderDataset(data_root, "test", image_size=size, augment=False)
     (out / "pairs").mkdir(exist_ok=True)
     seen: set[str] = set()
     for i, (a, b) in enumerate(test.pairs):
@@ -168,13 +175,14 @@ def demo_inputs(size: int = 64) -> tuple[Image.Image, Image.Image]:
 GRID_LABELS = ("source", "target pose", "generated", "ground truth")
 
 
-def grid(rows: list[list[Image.Image]], scale: int = 4, labels: list[str] | tuple[str, ...] | None = None
-         ) -> Image.Image:
-    """Rows of equally sized images, upscaled by ``scale`` (nearest) so small outputs are visible; ``labels``
-    (one per column) are written above the columns."""
+def grid(rows: list[list[Image.Image]], scale: int | None = None,
+         labels: list[str] | tuple[str, ...] | None = None) -> Image.Image:
+    """Rows of equally sized images, upscaled by ``scale`` (nearest; default: to about 256 px high) so small
+    outputs are visible; ``labels`` (one per column) are written above the columns."""
     from .labels import with_labels
 
     w, h = rows[0][0].size
+    scale = max(1, 256 // h) if scale is None else scale
     columns = max(len(r) for r in rows)
     out = Image.new("RGB", (columns * w * scale, len(rows) * h * scale))
     for j, row in enumerate(rows):

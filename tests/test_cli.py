@@ -39,11 +39,13 @@ def test_demo_writes_png(tmp_path):
     _, pairs = load_release()
     from rpfm.labels import LABEL_HEIGHT
 
+    size = pairs[0][1].size[0]
+    panel = size * (256 // size)     # panels are upscaled to about 256 px
     with Image.open(out) as im:      # a label strip, then source | pose | generated | ground truth per pair
-        assert im.size == (4 * 64 * 4, LABEL_HEIGHT + len(pairs) * 64 * 4)
+        assert im.size == (4 * panel, LABEL_HEIGHT + len(pairs) * panel)
         grid = np.asarray(im.convert("RGB"), dtype=np.float32)[LABEL_HEIGHT:] / 255
     # the generated panel is closer to the ground truth than pure noise would be (a learned model, not noise)
-    gen, gt = grid[:256, 512:768], grid[:256, 768:1024]
+    gen, gt = grid[:panel, 2 * panel:3 * panel], grid[:panel, 3 * panel:4 * panel]
     noise = np.random.default_rng(0).random(gen.shape, dtype=np.float32)
     assert np.abs(gen - gt).mean() < 0.5 * np.abs(noise - gt).mean()
 

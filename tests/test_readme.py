@@ -32,7 +32,7 @@ def readme_snippets() -> list[tuple[int, str, str | None]]:
 
 
 def _fixtures(folder: Path) -> None:
-    """person.png / pose.png: a held-out demo pair; person.json and poses/: keypoints in the demo's 64 x 64 frame;
+    """person.png / pose.png: a held-out demo pair; person.json and poses/: keypoints in the demo model's frame;
     person.jpg / dancer.jpg: a real photograph of a person (scikit-image's astronaut)."""
     from skimage import data
 
@@ -44,11 +44,12 @@ def _fixtures(folder: Path) -> None:
     _, src, pose, _ = pairs[0]
     src.save(folder / "person.png")
     pose.save(folder / "pose.png")
-    write_keypoints_json(folder / "person.json", Keypoints(_STANDING * 64, (64, 64)))
+    n = src.size[0]                                                            # the demo model's frame
+    write_keypoints_json(folder / "person.json", Keypoints(_STANDING * n, (n, n)))
     (folder / "poses").mkdir()
     for k, t in enumerate(np.linspace(0, 1, 4)):
         write_openpose_json(folder / "poses" / f"{k:03d}_keypoints.json",
-                            Keypoints(((1 - t) * _STANDING + t * _WALKING) * 64, (64, 64)))
+                            Keypoints(((1 - t) * _STANDING + t * _WALKING) * n, (n, n)))
     photo = Image.fromarray(data.astronaut())
     photo.save(folder / "person.jpg")
     photo.save(folder / "dancer.jpg")

@@ -8,7 +8,7 @@ import torch
 from rpfm import ops
 from rpfm.ops import reference as ref
 from rpfm.ops.cpu import adaln_modulate_cpu, gated_residual_adaln_cpu
-from rpfm.ops.linear import (gelu_tanh_, linear_gelu_tanh_cublaslt, linear_gelu_tanh_onednn, linear_onednn,
+from rpfm.ops.linear import (GELU_CHUNK, gelu_tanh_, linear_gelu_tanh_cublaslt, linear_gelu_tanh_onednn, linear_onednn,
                              packed_weight)
 
 ONEDNN = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
@@ -39,6 +39,14 @@ def test_sigmoid_form_gelu_equals_tanh_gelu_everywhere():
     got = gelu_tanh_(y)
     torch.testing.assert_close(got, want, rtol=2e-6, atol=1e-6)
     assert got.data_ptr() == y.data_ptr() and torch.isfinite(got).all()          # in place, no inf/nan in tails
+    # several chunks with a short last one, and a non-contiguous view (one pass without chunks)
+    z = torch.randn(3 * GELU_CHUNK + 5) * 4
+    torch.testing.assert_close(gelu_tanh_(z.clone()), torch.nn.functional.gelu(z, approximate="tanh"),
+                               rtol=2e-6, atol=1e-6)
+    m = torch.randn(64, 96) * 4
+    view = m.clone().t()
+    torch.testing.assert_close(gelu_tanh_(view), torch.nn.functional.gelu(m.t(), approximate="tanh"),
+                               rtol=2e-6, atol=1e-6)
 
 
 @ONEDNN

@@ -70,12 +70,25 @@ def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, attr: str, algorithm
 _GELU_2K = 2 * math.sqrt(2 / math.pi)      # 2u = 2 * sqrt(2/pi) * (x + 0.044715 x^3)
 
 
+GELU_CHUNK = 1 << 17
+"""Elements per pass of :func:`gelu_tanh_` (512 KB of float32: the five passes stay in cache, and the scratch stays
+below the size where a fresh allocation page-faults: one (1024, 1024) temporary made the whole GELU 10 ms instead
+of 2.9 ms at one thread here)."""
+
+
 def gelu_tanh_(y: Tensor) -> Tensor:
     """tanh-GELU in place on ``y`` (no autograd): y * sigmoid(2u), u = sqrt(2/pi) (y + 0.044715 y^3); equals
-    ``F.gelu(y, approximate="tanh")`` up to float rounding (a few ulp)."""
-    u = y * y
-    u.mul_(_GELU_2K * 0.044715).add_(_GELU_2K).mul_(y)
-    return y.mul_(u.sigmoid_())
+    ``F.gelu(y, approximate="tanh")`` up to float rounding (a few ulp). Works through a contiguous ``y`` in chunks
+    of :data:`GELU_CHUNK` elements with one small scratch buffer."""
+    flat = y.view(-1) if y.is_contiguous() else None
+    parts = flat.split(GELU_CHUNK) if flat is not None else (y,)
+    scratch = torch.empty(min(GELU_CHUNK, y.numel()), dtype=y.dtype, device=y.device) if flat is not None else None
+    for part in parts:
+        u = scratch[:part.numel()] if scratch is not None else torch.empty_like(part)
+        torch.mul(part, part, out=u)
+        u.mul_(_GELU_2K * 0.044715).add_(_GELU_2K).mul_(part)
+        part.mul_(u.sigmoid_())
+    return y
 
 
 @register("linear", "onednn", priority=10, probe=_probe_onednn, constraints=(_cpu_fp32,))

@@ -91,4 +91,16 @@ class Checks:
         self._pending.clear()
 
 
-__all__ = ["Checks", "DeferredCheck", "Judge"]
+def check_values(x: Tensor, judge: Judge, checks: Checks | None = None) -> None:
+    """Judge ``x``'s (min, max) now, or defer it into ``checks`` when that defers ``x`` (device tensors). One
+    reduction either way; an empty ``x`` is not judged (its shape is refused elsewhere)."""
+    if x.numel() == 0:
+        return
+    if checks is not None and checks.defers(x):
+        checks.add(x, judge)
+        return
+    low, high = torch.aminmax(x.detach())
+    judge(float(low), float(high))
+
+
+__all__ = ["Checks", "DeferredCheck", "Judge", "check_values"]

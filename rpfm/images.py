@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .checks import Checks
+from .checks import Checks, check_values
 from .imagefile import read_rgb, to_rgb
 
 VALUE_RANGES = {"[-1,1]": (-1.0, 1.0), "[0,1]": (0.0, 1.0)}
@@ -185,14 +185,7 @@ def _from_tensor(tensor: Tensor, name: str, value_range: str, checks: Checks | N
 
 
 def _check_range(x: Tensor, name: str, value_range: str, convention: str, checks: Checks | None = None) -> None:
-    if x.numel() == 0:
-        return                                      # refused by _one with the shape
-    if checks is not None and checks.defers(x):     # judged from (min, max) reduced on the device, read later
-        checks.add(x, functools.partial(_judge_range, name, value_range, convention))
-        return
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(_NOT_FINITE.format(name=name))
-    _judge_range(name, value_range, convention, float(x.min()), float(x.max()))
+    check_values(x, functools.partial(_judge_range, name, value_range, convention), checks)
 
 
 _NOT_FINITE = "{name}: contains NaN or Inf values. Pass a finite image."
@@ -237,10 +230,7 @@ def to_output(images: Tensor, output_type: str = "pil",
         raise ValueError(f"images: expected a float tensor of shape (B, 3, H, W) in [-1, 1], got shape "
                          f"{tuple(images.shape)} dtype {images.dtype}. Pass the codec's decode() output.")
     x = images.detach().float()
-    if checks is not None and checks.defers(x):
-        checks.add(x, _judge_decoded)
-    elif not bool(torch.isfinite(x).all()):
-        _judge_decoded(math.nan, math.nan)
+    check_values(x, _judge_decoded, checks)
     x = (x.clamp(-1, 1) + 1) / 2                                              # (B, 3, H, W) in [0, 1]
     if output_type == "pt":
         return x

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from .checks import Checks
+from .checks import Checks, check_values
 from .images import to_device
 
 
@@ -49,10 +49,7 @@ def initial_noise(batch_size: int, latent_shape: Sequence[int], *, generator: An
         if tuple(x.shape) != shape:
             raise ValueError(f"latents: expected shape {shape} (batch, latent channels, latent height, width), got "
                              f"{tuple(latents.shape)}. Draw it with torch.randn{shape}.")
-        if checks is not None and checks.defers(x):
-            checks.add(x, _judge_latents)
-        elif not bool(torch.isfinite(x).all()):
-            _judge_latents(math.nan, math.nan)
+        check_values(x, _judge_latents, checks)
         return to_device(x.detach(), device, dtype)
     if isinstance(generator, (list, tuple)):
         if len(generator) != batch_size:

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu_fused.h"
 #include "euler_cfg_graph.h"
 
 namespace py = pybind11;
@@ -49,6 +50,7 @@ py::dict build_info() {
   // How EulerCFGGraph captures and what it keeps its state in (README, "The fast sampler").
   info["capture_mode"] = std::string("thread_local");
   info["state_dtype"] = std::string("float32");
+  info["cpu_kernels"] = rpfm::cpu_fused_isa();
   return info;
 }
 

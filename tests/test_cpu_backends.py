@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpfm import ops
+from rpfm import _ext, ops
 from rpfm.ops import reference as ref
 from rpfm.ops.cpu import adaln_modulate_cpu, gated_residual_adaln_cpu
-from rpfm.ops.linear import (GELU_CHUNK, gelu_tanh_, linear_gelu_tanh_cublaslt, linear_gelu_tanh_onednn, linear_onednn,
-                             packed_weight)
+from rpfm.ops.linear import (GELU_CHUNK, gelu_tanh_, linear_gelu_tanh_cpu, linear_gelu_tanh_cublaslt,
+                             linear_gelu_tanh_onednn, linear_onednn, packed_weight)
 
 ONEDNN = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -28,6 +28,19 @@ def test_onednn_linear_and_gelu_epilogue_match_reference(bias):
         torch.testing.assert_close(linear_onednn(x, w, b), ref.linear_ref(x, w, b), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(linear_gelu_tanh_onednn(x, w, b), ref.linear_gelu_tanh_ref(x, w, b),
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cpu_linear_gelu_matches_reference_and_keeps_autograd(bias):
+    x, w, b = _lin(bias=bias)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_gelu_tanh_cpu(x, w, b), ref.linear_gelu_tanh_ref(x, w, b),
+                                   rtol=1e-5, atol=1e-5)
+    w = torch.nn.Parameter(w)
+    linear_gelu_tanh_cpu(x, w, b).square().sum().backward()          # the reference path, differentiable
+    w_ref = torch.nn.Parameter(w.detach().clone())
+    ref.linear_gelu_tanh_ref(x, w_ref, b).square().sum().backward()
+    torch.testing.assert_close(w.grad, w_ref.grad)
 
 
 def test_sigmoid_form_gelu_equals_tanh_gelu_everywhere():
@@ -104,9 +117,9 @@ def test_fewer_pass_adaln_matches_reference(B, T, D):
 
 def test_cpu_resolution_and_forced_eager():
     names = ops.resolve_opset("cpu", torch.float32, head_dim=64).names
-    assert names["adaln_modulate"] == names["gated_residual_adaln"] == "cpu"
-    if torch.backends.mkldnn.is_available():
-        assert names["linear"] == names["linear_gelu_tanh"] == "onednn"
+    fused = "cpp" if _ext.HAS_EXT else "cpu"                 # the C++ one-pass kernels, else the PyTorch tier
+    assert names["adaln_modulate"] == names["gated_residual_adaln"] == fused
+    assert names["linear"] == "eager" and names["linear_gelu_tanh"] == "cpu"   # MKL matmul (measured fastest here)
     assert ops.resolve_opset("cpu", torch.bfloat16, head_dim=64).names["linear"] == "eager"
     with ops.use_backend("*", "eager"):
         eager = ops.resolve_opset("cpu", torch.float32, head_dim=64)

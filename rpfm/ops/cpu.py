@@ -1,10 +1,15 @@
 """CPU backends of the adaLN ops with fewer passes over the activations than the reference (same maths).
 
-Spec: ``rpfm.ops.reference.adaln_modulate_ref`` and ``gated_residual_adaln_ref``. The reference spends one pass per
-PyTorch op (LayerNorm, ``* (1 + scale)``, ``+ shift``; the gated residual adds ``gate * y`` and ``x + ...``); here
-``addcmul`` does multiply-and-add in one pass and the modulation runs in place on the LayerNorm output:
-adaln 3 -> 2 passes, gated residual + adaln 5 -> 3. Chosen on CPU only (priority 5: above eager, below Triton);
-results differ from the reference by float rounding only (a fused multiply-add may round once instead of twice).
+Spec: ``rpfm.ops.reference.adaln_modulate_ref`` and ``gated_residual_adaln_ref``. Two tiers:
+
+- ``cpp`` (priority 7): ``torch.ops.rpfm.adaln_modulate`` / ``gated_residual_adaln`` from ``rpfm._C``
+  (csrc/cpu_fused.cpp): each token row is read once and every output written once (adaln 2 passes -> 1, gated
+  residual + adaln 3 -> 1), vectorised for AVX2 where the CPU has it. Inference only: with autograd on it hands
+  the call to the ``cpu`` tier.
+- ``cpu`` (priority 5, pure PyTorch): ``addcmul`` does multiply-and-add in one pass and the modulation runs in place
+  on the LayerNorm output: adaln 3 -> 2 passes, gated residual + adaln 5 -> 3.
+
+Both sit above eager and below Triton; results differ from the reference by float rounding only.
 """
 from __future__ import annotations
 
@@ -12,11 +17,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import _ext
 from .registry import register
 
 
 def _cpu(*, device=None, **_) -> str | None:
     return None if device is not None and str(device).split(":")[0] == "cpu" else f"needs CPU tensors, got {device}"
+
+
+def _cpu_fp32(*, device=None, dtype=None, **_) -> str | None:
+    why = _cpu(device=device)
+    if why is None and dtype is not None and dtype != torch.float32:
+        why = f"needs float32, got {dtype}"
+    return why
+
+
+def _probe_cpp() -> tuple[bool, str]:
+    if not _ext.HAS_EXT:
+        return False, _ext.EXT_REASON
+    if not hasattr(torch.ops.rpfm, "gated_residual_adaln"):
+        return False, f"rpfm._C predates the fused CPU kernels: {_ext.REBUILD_HINT}"
+    return True, "rpfm._C one-pass CPU kernels (csrc/cpu_fused.cpp)"
+
+
+def _inference(*tensors: Tensor) -> bool:
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
 def _modulate_(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -38,3 +63,27 @@ def gated_residual_adaln_cpu(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, 
     """See :func:`rpfm.ops.reference.gated_residual_adaln_ref`."""
     x_new = torch.addcmul(x, gate.unsqueeze(1), y)                       # x + gate * y, one pass
     return x_new, _modulate_(F.layer_norm(x_new, (x.shape[-1],), eps=eps), shift, scale)
+
+
+def _rows(m: Tensor) -> Tensor:
+    return m if m.stride(-1) == 1 else m.contiguous()
+
+
+@register("adaln_modulate", "cpp", priority=7, probe=_probe_cpp, constraints=(_cpu_fp32,),
+          install_hint=_ext.BUILD_HINT)
+def adaln_modulate_cpp(x: Tensor, shift: Tensor, scale: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """See :func:`rpfm.ops.reference.adaln_modulate_ref`. x (B, T, D); shift, scale (B, D)."""
+    if not _inference(x, shift, scale) or x.dim() != 3:
+        return adaln_modulate_cpu(x, shift, scale, eps=eps)
+    return torch.ops.rpfm.adaln_modulate(x.contiguous(), _rows(shift), _rows(scale), eps)
+
+
+@register("gated_residual_adaln", "cpp", priority=7, probe=_probe_cpp, constraints=(_cpu_fp32,),
+          install_hint=_ext.BUILD_HINT)
+def gated_residual_adaln_cpp(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor, *,
+                             eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """See :func:`rpfm.ops.reference.gated_residual_adaln_ref`. x, y (B, T, D); gate, shift, scale (B, D)."""
+    if not _inference(x, y, gate, shift, scale) or x.dim() != 3 or y.shape != x.shape:
+        return gated_residual_adaln_cpu(x, y, gate, shift, scale, eps=eps)
+    return torch.ops.rpfm.gated_residual_adaln(x.contiguous(), y.contiguous(), _rows(gate), _rows(shift),
+                                               _rows(scale), eps)

@@ -1,12 +1,15 @@
 """Fast backends of ``linear`` and ``linear_gelu_tanh`` (spec: ``rpfm.ops.reference.linear_ref`` and
 ``linear_gelu_tanh_ref``).
 
-- ``onednn`` (CPU, float32): oneDNN's linear on a weight reordered once into its blocked layout, with the bias in
-  the matmul's epilogue (ATen's CPU ``addmm`` first copies the broadcast bias into the output, a full extra pass
-  over the activations). The tanh-GELU then runs in place as ``x * sigmoid(2u)`` (the same function:
-  (1 + tanh u) / 2 = sigmoid(2u)), because tanh is the slow part of GELU on CPU: on this AVX2 machine, per
-  (1024, 768) fc1 output at one thread, ATen's tanh takes 3.7 ms and its sigmoid 1.1 ms, and oneDNN's GELU(tanh)
-  epilogue costs as much as ATen's GELU; fc1 + GELU went from 11.4-11.9 ms (epilogue) to 7.2-8.7 ms. The reordered
+- ``cpu`` (CPU, float32, ``linear_gelu_tanh``; the default there): ATen's matmul (MKL) and then the tanh-GELU in
+  place in one pass (:func:`gelu_tanh_`: the C++ kernel of ``rpfm._C``, else PyTorch ops in cache-sized chunks)
+  instead of ATen's GELU, whose tanh is the slow part on CPU (on an AVX2 EPYC, per (1024, 768) fc1 output: ATen's
+  GELU 1.9 ms at 2 threads, the chunked sigmoid form 1.2 ms, the C++ pass 0.65 ms). ``linear`` itself stays ATen's
+  on CPU: measured on the demo model (D = 192, 2 threads), MKL's ``addmm`` beat oneDNN's reordered-weight linear by
+  6-13 % over the whole sampler (paired, interleaved runs), bias copy included.
+- ``onednn`` (CPU, float32; explicit only: ``RPFM_LINEAR_BACKEND=onednn``): oneDNN's linear on a weight reordered
+  once into its blocked layout, with the bias in the matmul's epilogue, then the same in-place GELU. It was the CPU
+  default until the measurement above; kept for CPUs where oneDNN's kernels win (AVX-512, AMX). The reordered
   weight is cached per parameter and rebuilt when the parameter's storage or version counter changes (in-place
   updates such as ``load_state_dict`` bump it), so results never use stale weights.
 - ``cublaslt`` (CUDA, ``linear_gelu_tanh`` only): ``torch._addmm_activation(..., use_gelu=True)``, cuBLASLt's
@@ -15,6 +18,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -76,10 +80,31 @@ below the size where a fresh allocation page-faults: one (1024, 1024) temporary 
 of 2.9 ms at one thread here)."""
 
 
-def gelu_tanh_(y: Tensor) -> Tensor:
-    """tanh-GELU in place on ``y`` (no autograd): y * sigmoid(2u), u = sqrt(2/pi) (y + 0.044715 y^3); equals
-    ``F.gelu(y, approximate="tanh")`` up to float rounding (a few ulp). Works through a contiguous ``y`` in chunks
-    of :data:`GELU_CHUNK` elements with one small scratch buffer."""
+@functools.cache
+def _has_cpp_gelu() -> bool:
+    from .. import _ext
+    return _ext.HAS_EXT and hasattr(torch.ops.rpfm, "gelu_tanh_")
+
+
+def gelu_tanh_(y: Tensor, bias: Tensor | None = None) -> Tensor:
+    """tanh-GELU of ``y + bias`` in place on ``y`` (no autograd): v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3),
+    v = y + bias; equals ``F.gelu(y + bias, approximate="tanh")`` up to float rounding (a few ulp). ``bias``: (N,)
+    for ``y`` (..., N), or None.
+
+    A contiguous float32 CPU ``y`` goes through ``torch.ops.rpfm.gelu_tanh_`` (csrc/cpu_fused.cpp: one vectorised
+    pass, the bias added on the way) when ``rpfm._C`` has it; otherwise :func:`gelu_tanh_chunked_`."""
+    if y.dtype == torch.float32 and y.device.type == "cpu" and y.is_contiguous() and _has_cpp_gelu() and \
+            (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu")):
+        torch.ops.rpfm.gelu_tanh_(y, None if bias is None else bias.contiguous())
+        return y
+    if bias is not None:
+        y.add_(bias)
+    return gelu_tanh_chunked_(y)
+
+
+def gelu_tanh_chunked_(y: Tensor) -> Tensor:
+    """:func:`gelu_tanh_` in PyTorch ops: through a contiguous ``y`` in chunks of :data:`GELU_CHUNK` elements with
+    one small scratch buffer (five passes per chunk, in cache)."""
     flat = y.view(-1) if y.is_contiguous() else None
     parts = flat.split(GELU_CHUNK) if flat is not None else (y,)
     scratch = torch.empty(min(GELU_CHUNK, y.numel()), dtype=y.dtype, device=y.device) if flat is not None else None
@@ -91,16 +116,30 @@ def gelu_tanh_(y: Tensor) -> Tensor:
     return y
 
 
-@register("linear", "onednn", priority=10, probe=_probe_onednn, constraints=(_cpu_fp32,))
+@register("linear", "onednn", priority=-1, probe=_probe_onednn, constraints=(_cpu_fp32,))
 def linear_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     out = _onednn(x, weight, bias, "none", "")
     return F.linear(x, weight, bias) if out is None else out
 
 
-@register("linear_gelu_tanh", "onednn", priority=10, probe=_probe_onednn, constraints=(_cpu_fp32,))
+@register("linear_gelu_tanh", "onednn", priority=-1, probe=_probe_onednn, constraints=(_cpu_fp32,))
 def linear_gelu_tanh_onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     out = _onednn(x, weight, bias, "none", "")
     return F.gelu(F.linear(x, weight, bias), approximate="tanh") if out is None else gelu_tanh_(out)
+
+
+@register("linear_gelu_tanh", "cpu", priority=10, constraints=(_cpu_fp32,))
+def linear_gelu_tanh_cpu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """ATen's matmul, then :func:`gelu_tanh_` in place on its fresh output with the bias added in the same pass
+    (ATen's ``addmm`` would copy the bias into the output first: 6 % of a demo-model step). The reference when
+    autograd is on."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
+                                    (bias is not None and bias.requires_grad)):
+        return F.gelu(F.linear(x, weight, bias), approximate="tanh")
+    if bias is None or not _has_cpp_gelu():
+        return gelu_tanh_(F.linear(x, weight, bias))
+    y = torch.mm(x.reshape(-1, x.shape[-1]), weight.t())                                  # (M, N), no bias pass
+    return gelu_tanh_(y, bias).view(*x.shape[:-1], weight.shape[0])
 
 
 @register("linear_gelu_tanh", "cublaslt", priority=10, constraints=(_cuda,))

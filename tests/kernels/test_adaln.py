@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import rpfm.ops
+from rpfm import _ext
 from rpfm.ops import registry
 from rpfm.ops.reference import adaln_modulate_ref
 from rpfm.testing import assert_close_to_ref, seeded_randn
@@ -78,7 +79,8 @@ def test_cpu_tensor_refused_on_gpu_build(kernels):
 
 # ---------------------------------------------------------------------------------------------------- registry
 def test_auto_selection_never_picks_triton_on_cpu():
-    assert registry.resolve("adaln_modulate", device="cpu", dtype=torch.float32).name == "cpu"   # rpfm.ops.cpu, never triton
+    # rpfm.ops.cpu: the C++ one-pass kernel when rpfm._C is built, else the PyTorch tier; never triton
+    assert registry.resolve("adaln_modulate", device="cpu", dtype=torch.float32).name == ("cpp" if _ext.HAS_EXT else "cpu")
 
 
 def test_explicit_triton_on_cpu_raises_with_reason():

@@ -2,7 +2,8 @@
 //
 // Each (token) row of D floats is read once into L1 and every output element is written once:
 //   adaln_modulate        u = LN(x) * (1 + scale) + shift                    (ATen: LayerNorm + addcmul = 2 passes)
-//   gated_residual_adaln  x' = x + gate * y, u = LN(x') * (1 + scale) + shift (ATen: 3 passes)
+//   gated_residual_adaln  x' = x + gate * (y + bias), u = LN(x') * (1 + scale) + shift (ATen: 3 passes, plus
+//                         the bias pass addmm makes when the linear that produced y adds its own bias)
 //   gelu_tanh_            x <- GELU(x + bias), in place: v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3),
 //                         v = x + bias (so a matmul can skip ATen's bias pass: addmm copies the bias into
 //                         its output before the GEMM, a full pass over the fc1 activations)
@@ -90,15 +91,22 @@ RPFM_INLINE void adaln_rows(const float* x, Mod shift, Mod scale, float* u, int6
   }
 }
 
-RPFM_INLINE void gated_adaln_rows(const float* x, const float* y, Mod gate, Mod shift, Mod scale, float* x_out,
-                                  float* u, int64_t D, int64_t T, float eps, int64_t begin, int64_t end) {
+// x' = x + gate * (y + bias) (bias: (D,) or null), then u = adaLN(x').
+RPFM_INLINE void gated_adaln_rows(const float* x, const float* y, const float* bias, Mod gate, Mod shift, Mod scale,
+                                  float* x_out, float* u, int64_t D, int64_t T, float eps, int64_t begin,
+                                  int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     const int64_t b = r / T;
     const float* __restrict xr = x + r * D;
     const float* __restrict yr = y + r * D;
     const float* __restrict g = gate.row(b);
     float* __restrict xo = x_out + r * D;
-    for (int64_t d = 0; d < D; ++d) xo[d] = xr[d] + g[d] * yr[d];
+    if (bias != nullptr) {
+      const float* __restrict bb = bias;
+      for (int64_t d = 0; d < D; ++d) xo[d] = xr[d] + g[d] * (yr[d] + bb[d]);
+    } else {
+      for (int64_t d = 0; d < D; ++d) xo[d] = xr[d] + g[d] * yr[d];
+    }
     float mean, rstd;
     row_stats(xo, D, eps, mean, rstd);
     row_modulate(xo, shift.row(b), scale.row(b), u + r * D, D, mean, rstd);
@@ -190,9 +198,10 @@ RPFM_AVX2 void adaln_rows_avx2(const float* x, Mod shift, Mod scale, float* u, i
   adaln_rows(x, shift, scale, u, D, T, eps, begin, end);
 }
 
-RPFM_AVX2 void gated_adaln_rows_avx2(const float* x, const float* y, Mod gate, Mod shift, Mod scale, float* x_out,
-                                     float* u, int64_t D, int64_t T, float eps, int64_t begin, int64_t end) {
-  gated_adaln_rows(x, y, gate, shift, scale, x_out, u, D, T, eps, begin, end);
+RPFM_AVX2 void gated_adaln_rows_avx2(const float* x, const float* y, const float* bias, Mod gate, Mod shift,
+                                     Mod scale, float* x_out, float* u, int64_t D, int64_t T, float eps,
+                                     int64_t begin, int64_t end) {
+  gated_adaln_rows(x, y, bias, gate, shift, scale, x_out, u, D, T, eps, begin, end);
 }
 
 // RPFM_CPU_KERNELS=generic forces the generic copy (the tests compare both; read once, at the first call).
@@ -263,13 +272,23 @@ at::Tensor adaln_modulate_cpu(const at::Tensor& x, const at::Tensor& shift, cons
 
 std::tuple<at::Tensor, at::Tensor> gated_residual_adaln_cpu(const at::Tensor& x, const at::Tensor& y,
                                                             const at::Tensor& gate, const at::Tensor& shift,
-                                                            const at::Tensor& scale, double eps) {
+                                                            const at::Tensor& scale, double eps,
+                                                            const std::optional<at::Tensor>& bias) {
   check_activation(kGated, "x", x);
   check_activation(kGated, "y", y);
   RPFM_CHECK(y.sizes() == x.sizes(), kGated, ": y must have x's shape ", x.sizes(), ", got ", y.sizes());
   const Mod gp = check_mod(kGated, "gate", gate, x);
   const Mod sh = check_mod(kGated, "shift", shift, x);
   const Mod sc = check_mod(kGated, "scale", scale, x);
+  const float* bp = nullptr;
+  if (bias.has_value()) {
+    const at::Tensor& bt = *bias;
+    RPFM_CHECK(bt.dim() == 1 && bt.size(0) == x.size(2), kGated, ": bias must be (D,) = (", x.size(2),
+               ",), got shape ", bt.sizes());
+    RPFM_CHECK(bt.device().is_cpu() && bt.scalar_type() == at::kFloat && bt.is_contiguous(), kGated,
+               ": bias must be a contiguous float32 CPU tensor, got ", bt.scalar_type(), " on ", bt.device());
+    bp = bt.const_data_ptr<float>();
+  }
   at::Tensor x_out = at::empty_like(x);
   at::Tensor u = at::empty_like(x);
   const int64_t T = x.size(1), D = x.size(2), rows = x.size(0) * T;
@@ -281,9 +300,9 @@ std::tuple<at::Tensor, at::Tensor> gated_residual_adaln_cpu(const at::Tensor& x,
   const float e = static_cast<float>(eps);
   at::parallel_for(0, rows, row_grain(D), [&](int64_t begin, int64_t end) {
 #ifdef RPFM_X86_DISPATCH
-    if (use_avx2()) return gated_adaln_rows_avx2(xp, yp, gp, sh, sc, xo, up, D, T, e, begin, end);
+    if (use_avx2()) return gated_adaln_rows_avx2(xp, yp, bp, gp, sh, sc, xo, up, D, T, e, begin, end);
 #endif
-    gated_adaln_rows(xp, yp, gp, sh, sc, xo, up, D, T, e, begin, end);
+    gated_adaln_rows(xp, yp, bp, gp, sh, sc, xo, up, D, T, e, begin, end);
   });
   return {x_out, u};
 }
@@ -333,7 +352,8 @@ at::Tensor adaln_modulate_meta(const at::Tensor& x, const at::Tensor& shift, con
 
 std::tuple<at::Tensor, at::Tensor> gated_residual_adaln_meta(const at::Tensor& x, const at::Tensor& y,
                                                              const at::Tensor&, const at::Tensor&,
-                                                             const at::Tensor&, double) {
+                                                             const at::Tensor&, double,
+                                                             const std::optional<at::Tensor>&) {
   RPFM_CHECK(x.dim() == 3 && y.sizes() == x.sizes(), kGated, ": x and y must be (B, T, D) of one shape, got ",
              x.sizes(), " and ", y.sizes());
   return {at::empty_like(x), at::empty_like(x)};
@@ -346,8 +366,8 @@ void gelu_tanh_meta_(at::Tensor&, const std::optional<at::Tensor>&) {}
 
 TORCH_LIBRARY_FRAGMENT(rpfm, m) {
   m.def("adaln_modulate(Tensor x, Tensor shift, Tensor scale, float eps) -> Tensor");
-  m.def("gated_residual_adaln(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps) "
-        "-> (Tensor, Tensor)");
+  m.def("gated_residual_adaln(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps, "
+        "Tensor? bias=None) -> (Tensor, Tensor)");
   m.def("gelu_tanh_(Tensor(a!) x, Tensor? bias=None) -> ()");
 }
 

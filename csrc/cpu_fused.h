@@ -2,9 +2,10 @@
 //
 //   rpfm::adaln_modulate(Tensor x, Tensor shift, Tensor scale, float eps) -> Tensor
 //       x (B, T, D) contiguous; shift, scale (B, D) with contiguous rows. u = LN(x) * (1 + scale) + shift.
-//   rpfm::gated_residual_adaln(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps)
-//       -> (Tensor, Tensor)
-//       x, y (B, T, D) contiguous; gate, shift, scale (B, D). x' = x + gate * y; u = LN(x') * (1 + scale) + shift.
+//   rpfm::gated_residual_adaln(Tensor x, Tensor y, Tensor gate, Tensor shift, Tensor scale, float eps,
+//                              Tensor? bias=None) -> (Tensor, Tensor)
+//       x, y (B, T, D) contiguous; gate, shift, scale (B, D); bias (D,) or None.
+//       x' = x + gate * (y + bias); u = LN(x') * (1 + scale) + shift.
 //   rpfm::gelu_tanh_(Tensor(a!) x, Tensor? bias=None) -> ()
 //       x (..., N) contiguous, bias (N,) or None; in place: x <- tanh-GELU(x + bias), computed as
 //       v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3), v = x + bias.
@@ -25,7 +26,8 @@ at::Tensor adaln_modulate_cpu(const at::Tensor& x, const at::Tensor& shift, cons
 
 std::tuple<at::Tensor, at::Tensor> gated_residual_adaln_cpu(const at::Tensor& x, const at::Tensor& y,
                                                             const at::Tensor& gate, const at::Tensor& shift,
-                                                            const at::Tensor& scale, double eps);
+                                                            const at::Tensor& scale, double eps,
+                                                            const std::optional<at::Tensor>& bias);
 
 void gelu_tanh_cpu_(at::Tensor& x, const std::optional<at::Tensor>& bias);
 

@@ -91,12 +91,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=True)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: Tensor, attention=ops.reference.attention_ref, linear=ops.reference.linear_ref) -> Tensor:
+    def forward(self, x: Tensor, attention=ops.reference.attention_ref, linear=ops.reference.linear_ref,
+                out_bias: bool = True) -> Tensor:
+        """x (B, T, D) -> (B, T, D). ``out_bias=False`` leaves ``proj.bias`` out (the caller adds it later)."""
         B, T, D = x.shape
         qkv = linear(x, self.qkv.weight, self.qkv.bias).view(B, T, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.unbind(2)                                                 # 3 x (B, T, H, Dh)
         o = attention(q, k, v)                                                  # (B, T, H, Dh)
-        return linear(o.reshape(B, T, D), self.proj.weight, self.proj.bias)
+        return linear(o.reshape(B, T, D), self.proj.weight, self.proj.bias if out_bias else None)
 
 
 class Mlp(nn.Module):
@@ -109,13 +111,14 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(inner, hidden_size)
 
     def forward(self, x: Tensor, gelu=ops.reference.gelu_tanh_ref, linear=ops.reference.linear_ref,
-                linear_gelu=None) -> Tensor:
-        """x (B, T, D) -> (B, T, D). ``linear_gelu(x, w, b)`` computes fc1 + GELU in one op when given."""
+                linear_gelu=None, out_bias: bool = True) -> Tensor:
+        """x (B, T, D) -> (B, T, D). ``linear_gelu(x, w, b)`` computes fc1 + GELU in one op when given;
+        ``out_bias=False`` leaves ``fc2.bias`` out (the caller adds it later)."""
         if linear_gelu is not None:
             hidden = linear_gelu(x, self.fc1.weight, self.fc1.bias)               # (B, T, 4D), fused epilogue
         else:
             hidden = gelu(linear(x, self.fc1.weight, self.fc1.bias))
-        return linear(hidden, self.fc2.weight, self.fc2.bias)
+        return linear(hidden, self.fc2.weight, self.fc2.bias if out_bias else None)
 
 
 class DiTBlock(nn.Module):
@@ -369,14 +372,17 @@ class RPFM(nn.Module):
         Returns the velocity (B, C, h, w). :mod:`rpfm.hoisted` calls it with modulations computed before the loop.
         """
         cfg = self.config
+        fold = op.residual_takes_bias          # proj / fc2 biases added by the residual op instead of the matmul
         u = op.adaln_modulate(h, mods[0], mods[1])                              # depth >= 1 (config)
         for i, blk in enumerate(self.blocks):
             gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[6 * i + 2: 6 * i + 6]
-            a = blk.attn(u, op.attention, op.linear)                              # (B, T, D)
-            h, u = op.gated_residual_adaln(h, a, gate_msa, shift_mlp, scale_mlp)
-            m = blk.mlp(u, op.gelu_tanh, op.linear, op.linear_gelu_tanh)          # (B, T, D)
+            a = blk.attn(u, op.attention, op.linear, out_bias=not fold)           # (B, T, D)
+            h, u = op.gated_residual_adaln(h, a, gate_msa, shift_mlp, scale_mlp,
+                                           bias=blk.attn.proj.bias if fold else None)
+            m = blk.mlp(u, op.gelu_tanh, op.linear, op.linear_gelu_tanh, out_bias=not fold)   # (B, T, D)
             nxt_shift, nxt_scale = mods[6 * i + 6], mods[6 * i + 7]               # next block's, or the final's
-            h, u = op.gated_residual_adaln(h, m, gate_mlp, nxt_shift, nxt_scale)
+            h, u = op.gated_residual_adaln(h, m, gate_mlp, nxt_shift, nxt_scale,
+                                           bias=blk.mlp.fc2.bias if fold else None)
         out = op.linear(u, self.final_layer.linear.weight, self.final_layer.linear.bias)   # (B, T, p*p*C)
         return op.unpatchify(out, patch_size=cfg.patch_size, channels=cfg.latent_channels)  # (B, C, h, w)
 

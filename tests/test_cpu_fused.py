@@ -41,6 +41,44 @@ def test_fused_adaln_ops_match_reference(shape):
 
 
 @requires_ext
+@pytest.mark.parametrize("backend", ["cpp", "cpu", "eager"])
+def test_gated_residual_adds_the_branch_bias(backend):
+    # x + gate * (y + bias): the model leaves proj/fc2's bias out of the matmul when the residual op adds it.
+    x, y, gate, shift, scale = _inputs(2, 5, 24)
+    bias = torch.randn(24)
+    with ops.use_backend("gated_residual_adaln", backend), torch.no_grad():
+        got = ops.gated_residual_adaln(x, y, gate, shift, scale, bias=bias)
+    want = ref.gated_residual_adaln_ref(x, y + bias, gate, shift, scale)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL)
+    with pytest.raises(RuntimeError, match=r"gated_residual_adaln: bias must be \(D,\) = \(24,\)"):
+        torch.ops.rpfm.gated_residual_adaln(x, y, gate, shift, scale, 1e-6, bias[:-1])
+
+
+@requires_ext
+def test_model_folds_the_residual_biases_only_where_the_residual_op_adds_them():
+    from rpfm.config import RPFMConfig
+    from rpfm.model import RPFM
+    torch.manual_seed(0)
+    model = RPFM(RPFMConfig(image_size=32, latent_channels=4, latent_downsample=4, patch_size=2, hidden_size=32,
+                            depth=2, num_heads=2, branches=("local_source", "local_pose"))).eval()
+    for p in model.parameters():                           # adaLN-Zero starts at zero: make every path count
+        torch.nn.init.normal_(p, std=0.2)
+    x, z_s, z_p = (torch.randn(2, 4, 8, 8) for _ in range(3))
+    t = torch.tensor([0.3, 0.8])
+    assert model.opset(torch.device("cpu"), torch.float32).residual_takes_bias
+    with torch.no_grad():
+        cond = model.prepare_condition(z_s=z_s, z_p=z_p)
+        fast = model.velocity(x, t, cond)
+        textbook = model.forward_textbook(x, t, cond)
+    torch.testing.assert_close(fast, textbook, rtol=1e-4, atol=1e-5)
+    with ops.use_backend("gated_residual_adaln", "cpu"):
+        model.reset_backends()
+        assert not model.opset(torch.device("cpu"), torch.float32).residual_takes_bias
+    model.reset_backends()
+
+
+@requires_ext
 def test_modulation_vectors_may_come_from_tensors_of_different_widths():
     # The eager velocity chunks a block's (B, 6D) modulation and the final layer's (B, 2D): gate and the next
     # shift/scale then have different row strides.

@@ -42,6 +42,13 @@ class OpSet:
     linear_gelu_tanh: Callable
     names: dict
 
+    @property
+    def residual_takes_bias(self) -> bool:
+        """True when ``gated_residual_adaln`` adds the residual branch's output bias itself for less than the
+        matmul would pay (the C++ CPU kernel: ATen's addmm copies the bias into its output in a separate pass), so
+        the model calls the proj / fc2 linears without bias and hands the bias to the residual op."""
+        return self.names.get("gated_residual_adaln") == "cpp"
+
 
 def resolve_opset(device: torch.device | str, dtype: torch.dtype, *, head_dim: int | None = None,
                   explicit: dict[str, str] | None = None) -> OpSet:
@@ -72,9 +79,9 @@ def adaln_modulate(x, shift, scale, *, eps: float = 1e-6):
     return _dispatch("adaln_modulate", x)(x, shift, scale, eps=eps)
 
 
-def gated_residual_adaln(x, y, gate, shift, scale, *, eps: float = 1e-6):
+def gated_residual_adaln(x, y, gate, shift, scale, *, eps: float = 1e-6, bias=None):
     """See :func:`rpfm.ops.reference.gated_residual_adaln_ref`."""
-    return _dispatch("gated_residual_adaln", x)(x, y, gate, shift, scale, eps=eps)
+    return _dispatch("gated_residual_adaln", x)(x, y, gate, shift, scale, eps=eps, bias=bias)
 
 
 def patchify(x, ctx=None, *, patch_size: int):

@@ -59,8 +59,10 @@ def adaln_modulate_cpu(x: Tensor, shift: Tensor, scale: Tensor, *, eps: float = 
 
 @register("gated_residual_adaln", "cpu", priority=5, constraints=(_cpu,))
 def gated_residual_adaln_cpu(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor, *,
-                             eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+                             eps: float = 1e-6, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """See :func:`rpfm.ops.reference.gated_residual_adaln_ref`."""
+    if bias is not None:
+        y = y + bias
     x_new = torch.addcmul(x, gate.unsqueeze(1), y)                       # x + gate * y, one pass
     return x_new, _modulate_(F.layer_norm(x_new, (x.shape[-1],), eps=eps), shift, scale)
 
@@ -81,9 +83,12 @@ def adaln_modulate_cpp(x: Tensor, shift: Tensor, scale: Tensor, *, eps: float = 
 @register("gated_residual_adaln", "cpp", priority=7, probe=_probe_cpp, constraints=(_cpu_fp32,),
           install_hint=_ext.BUILD_HINT)
 def gated_residual_adaln_cpp(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor, *,
-                             eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """See :func:`rpfm.ops.reference.gated_residual_adaln_ref`. x, y (B, T, D); gate, shift, scale (B, D)."""
-    if not _inference(x, y, gate, shift, scale) or x.dim() != 3 or y.shape != x.shape:
-        return gated_residual_adaln_cpu(x, y, gate, shift, scale, eps=eps)
+                             eps: float = 1e-6, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """See :func:`rpfm.ops.reference.gated_residual_adaln_ref`. x, y (B, T, D); gate, shift, scale (B, D);
+    bias (D,) or None, added to y in the same pass."""
+    extra = () if bias is None else (bias,)
+    if not _inference(x, y, gate, shift, scale, *extra) or x.dim() != 3 or y.shape != x.shape or \
+            (bias is not None and (bias.dtype != x.dtype or bias.device != x.device)):
+        return gated_residual_adaln_cpu(x, y, gate, shift, scale, eps=eps, bias=bias)
     return torch.ops.rpfm.gated_residual_adaln(x.contiguous(), y.contiguous(), _rows(gate), _rows(shift),
-                                               _rows(scale), eps)
+                                               _rows(scale), eps, None if bias is None else bias.contiguous())

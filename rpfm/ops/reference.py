@@ -32,14 +32,18 @@ def adaln_modulate_ref(x: Tensor, shift: Tensor, scale: Tensor, *, eps: float = 
 
 
 def gated_residual_adaln_ref(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor, *,
-                             eps: float = 1e-6, upcast: bool = False) -> tuple[Tensor, Tensor]:
-    """The adaLN-Zero residual update followed by the next adaLN: ``x' = x + gate * y``; ``h = adaln(x', ...)``.
+                             eps: float = 1e-6, bias: Tensor | None = None, upcast: bool = False) -> tuple[Tensor, Tensor]:
+    """The adaLN-Zero residual update followed by the next adaLN: ``x' = x + gate * (y + bias)``;
+    ``h = adaln(x', ...)``.
 
-    x, y: (B, T, D); gate, shift, scale: (B, D). Returns (x', h), both (B, T, D) in x's dtype. Fusing the two lets
-    a kernel read the residual stream once per sub-block instead of three times.
+    x, y: (B, T, D); gate, shift, scale: (B, D); bias: (D,) or None (the bias of the linear that made y, when the
+    caller left it out of that matmul so this pass adds it). Returns (x', h), both (B, T, D) in x's dtype. Fusing
+    the two lets a kernel read the residual stream once per sub-block instead of three times.
     """
     dtype = x.dtype
     x, y, gate = _maybe_upcast(upcast, x, y, gate)
+    if bias is not None:
+        y = y + (bias.float() if upcast else bias)
     x_new = x + gate.unsqueeze(1) * y
     h = adaln_modulate_ref(x_new, shift, scale, eps=eps, upcast=upcast)
     return x_new.to(dtype), h.to(dtype)

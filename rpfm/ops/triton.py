@@ -87,7 +87,9 @@ def adaln_modulate(x, shift, scale, *, eps: float = 1e-6):
 
 
 @_triton("gated_residual_adaln")
-def gated_residual_adaln(x, y, gate, shift, scale, *, eps: float = 1e-6):
+def gated_residual_adaln(x, y, gate, shift, scale, *, eps: float = 1e-6, bias=None):
+    if bias is not None:   # never on the model's GPU path (the matmul epilogue adds the bias there): API parity only
+        y = y + bias
     return _kernel("gated_residual").gated_residual_adaln_triton(x, y, gate, shift, scale, eps=eps)
 
 

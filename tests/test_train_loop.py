@@ -301,3 +301,54 @@ def test_image_level_feature_cache_matches_encoding_every_pair(tmp_path):
     assert trainer.dataset.images["z"].shape[0] == n_images < 3 * len(trainer.raw_dataset)
     trainer.fit()
     assert losses(plain.out_dir) == pytest.approx(losses(trainer.out_dir), rel=1e-6)
+
+
+def test_feature_cache_dir_reuses_the_encoded_images_only_when_nothing_changed(tmp_path, monkeypatch, caplog):
+    # A resumed run (or a second run on the same data and encoders) loads the per-image cache from disk instead of
+    # encoding again, and gets the same tensors; another seed, or a changed image, makes a new file.
+    from rpfm.data.synthetic import generate_synthetic
+    from rpfm.train import feature_store
+
+    generate_synthetic(tmp_path / "synth", identities=3, images_per_identity=3, size=64, seed=0)
+    model = {**TINY_MODEL, "image_size": 64}
+    dataset = {"name": "folder", "root": str(tmp_path / "synth"), "split": "train", "image_size": 64,
+               "augment": False}
+    store = tmp_path / "cache"
+    cfg = dict(model=model, dataset=dataset, steps=2, ckpt_every=10, feature_cache=True, feature_cache_dir=str(store))
+    first = Trainer(tiny_config(tmp_path, run="a", **cfg))
+    files = sorted(store.glob("*.safetensors"))
+    assert len(files) == 1
+
+    def no_encoding(*a, **k):
+        raise AssertionError("encoded again although the cache on disk matches")
+
+    monkeypatch.setattr(Trainer, "encode_images", no_encoding)
+    second = Trainer(tiny_config(tmp_path, run="b", **cfg))
+    for k, v in first.dataset.images.items():
+        assert torch.equal(second.dataset.images[k], v), k
+    assert torch.equal(second.dataset.pairs, first.dataset.pairs)
+    monkeypatch.undo()
+
+    Trainer(tiny_config(tmp_path, run="c", **{**cfg, "seed": 1}))               # other posterior samples
+    assert len(list(store.glob("*.safetensors"))) == 2
+    # a damaged file is ignored with a warning and rebuilt
+    files[0].write_bytes(files[0].read_bytes()[:100])
+    with caplog.at_level("WARNING", logger="rpfm.train"):
+        again = Trainer(tiny_config(tmp_path, run="d", **cfg))
+    assert "ignoring" in caplog.text
+    for k, v in first.dataset.images.items():
+        assert torch.equal(again.dataset.images[k], v), k
+    assert feature_store.load(store, files[0].stem) is not None                 # rewritten whole
+    from PIL import Image
+    name = Path(first.raw_dataset.pairs[0][0]).stem                              # one changed training image
+    png = next(p for p in (tmp_path / "synth" / "train_highres").glob("*.png") if p.stem == name)
+    img = Image.open(png).convert("RGB")
+    img.putpixel((0, 0), (255, 0, 0) if img.getpixel((0, 0)) != (255, 0, 0) else (0, 0, 255))
+    img.save(png)
+    Trainer(tiny_config(tmp_path, run="e", **cfg))
+    assert len(list(store.glob("*.safetensors"))) == 3
+
+
+def test_feature_cache_dir_needs_the_feature_cache(tmp_path):
+    with pytest.raises(ValueError, match=r"'feature_cache_dir' must be null unless feature_cache is true"):
+        tiny_config(tmp_path, feature_cache_dir=str(tmp_path / "c"))

@@ -65,6 +65,7 @@ class TrainConfig:
     num_samples: int = 4                  # rows in a sample grid
     num_workers: int = 0                  # DataLoader worker processes per rank
     feature_cache: bool = False           # precompute latents / DINOv2 tokens once (augmentation-free datasets)
+    feature_cache_dir: str | None = None  # keep that cache on disk here, keyed by data + encoders (pair folders)
     tensorboard: bool = False             # also log to out_dir/tensorboard (needs the tensorboard package)
     progress: bool = True                 # progress bar (tqdm if installed, else a plain line per log step)
     resume: bool | str = False            # True: the latest checkpoint in out_dir (if any); or a checkpoint path
@@ -218,5 +219,11 @@ def _validate(cfg: TrainConfig) -> None:
         _fail("device", '"auto", "cpu", "cuda" or "cuda:N"', cfg.device)
     for name in ("feature_cache", "tensorboard", "progress"):
         _bool(cfg, name)
+    if cfg.feature_cache_dir is not None:
+        if not isinstance(cfg.feature_cache_dir, str) or not cfg.feature_cache_dir:
+            _fail("feature_cache_dir", "a folder path or null", cfg.feature_cache_dir)
+        if not cfg.feature_cache:
+            _fail("feature_cache_dir", "null unless feature_cache is true (it stores that cache)",
+                  cfg.feature_cache_dir)
     if not isinstance(cfg.resume, (bool, str)):
         _fail("resume", "true, false or a checkpoint path", cfg.resume)

@@ -43,6 +43,7 @@ from ..flow import condition_keep_mask, flow_matching_loss, sample_time
 from ..model import RPFM
 from . import checkpoint as ckpt_mod
 from . import distributed
+from . import feature_store
 from .config import TrainConfig, from_dict, load_config
 from .data import CachedFeatures, CachedImageFeatures, EpochBatchSampler, build_dataset, check_dataset
 from .ema import EMA
@@ -56,7 +57,7 @@ TRAIN_BACKENDS = {op: "eager" for op in ("adaln_modulate", "gated_residual_adaln
                                          "gelu_tanh")}
 # TrainConfig fields that may change on resume without changing the loss trajectory.
 _RESUME_SAFE = {"out_dir", "steps", "log_every", "ckpt_every", "keep_checkpoints", "sample_every", "sample_steps",
-                "num_samples", "num_workers", "tensorboard", "progress", "resume", "device"}
+                "num_samples", "num_workers", "tensorboard", "progress", "resume", "device", "feature_cache_dir"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -259,20 +260,36 @@ class Trainer:
         ds = self.raw_dataset
         names = sorted({n for pair in ds.pairs for n in pair})
         row = {n: i for i, n in enumerate(names)}
-        gen = torch.Generator().manual_seed(distributed.seed_for(self.cfg.seed, "cache"))
+        pairs = torch.tensor([[row[s], row[t]] for s, t in ds.pairs], dtype=torch.int64).reshape(-1, 2)
+        seed = distributed.seed_for(self.cfg.seed, "cache")
         step = max(1, self.cfg.batch_size // self.env.world_size)
+        keys = ("z_s", "z_p", "f_pose", "f_src")
+        store, key = self.cfg.feature_cache_dir, None
+        if store:                          # the same data, encoders, seed and batching: load instead of encoding
+            key = feature_store.cache_key((ds.image_and_pose(n) for n in names), codec=self.codec,
+                                          pose_encoder=self.pose_encoder, source_encoder=self.source_encoder,
+                                          seed=seed, batch=step, keys=keys)
+            hit = feature_store.load(store, key)
+            if hit is not None:
+                logger.info("feature cache: %d images loaded from '%s'.", len(names),
+                            feature_store.cache_path(store, key))
+                return CachedImageFeatures(hit[0], pairs)
+        gen = torch.Generator().manual_seed(seed)
         parts: dict[str, list[Tensor]] = {}
         for start in range(0, len(names), step):
             images, poses = zip(*(ds.image_and_pose(n) for n in names[start:start + step]))
             src = torch.stack(images)
             enc = self.encode_images({"source": src, "target": src, "target_pose": torch.stack(poses)}, gen,
-                                     keys=("z_s", "z_p", "f_pose", "f_src"))
+                                     keys=keys)
             for ours, theirs in (("z", "z_s"), ("z_pose", "z_p"), ("f_pose", "f_pose"), ("f_src", "f_src")):
                 if theirs in enc:
                     parts.setdefault(ours, []).append(enc[theirs].cpu())
-        pairs = torch.tensor([[row[s], row[t]] for s, t in ds.pairs], dtype=torch.int64).reshape(-1, 2)
         logger.info("feature cache: %d images encoded once for %d pairs.", len(names), len(pairs))
-        return CachedImageFeatures({k: torch.cat(v) for k, v in parts.items()}, pairs)
+        images = {k: torch.cat(v) for k, v in parts.items()}
+        if store and self.env.rank == 0:
+            path = feature_store.save(store, key, images, pairs)
+            logger.info("feature cache: saved to '%s'.", path)
+        return CachedImageFeatures(images, pairs)
 
     @torch.no_grad()
     def _build_cache(self) -> CachedFeatures | CachedImageFeatures:

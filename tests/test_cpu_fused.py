@@ -219,3 +219,17 @@ def test_gelu_in_place_helper_uses_one_pass_for_contiguous_float32():
     gelu_tanh_chunked_(b)
     torch.testing.assert_close(a, b, rtol=2e-6, atol=2e-6)
     assert not math.isnan(a.sum().item())
+
+
+@requires_ext
+@pytest.mark.parametrize("op", ["adaln_modulate", "gated_residual_adaln", "gated_residual_adaln+bias", "gelu_tanh_",
+                                "gelu_tanh_+bias"])
+def test_opcheck(op):
+    # Schema, Meta (FakeTensor) kernels and AOT dispatch agree with the CPU kernels, so torch.compile can trace them.
+    x, y, gate, shift, scale = _inputs(2, 3, 16)
+    b = torch.randn(16)
+    name, _, bias = op.partition("+")
+    args = {"adaln_modulate": (x, shift, scale, 1e-6),
+            "gated_residual_adaln": (x, y, gate, shift, scale, 1e-6) + ((b,) if bias else ()),
+            "gelu_tanh_": (x.clone(),) + ((b,) if bias else ())}[name]
+    torch.library.opcheck(getattr(torch.ops.rpfm, name).default, args)

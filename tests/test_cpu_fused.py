@@ -185,6 +185,13 @@ def test_backend_adapters_handle_strided_inputs_and_autograd():
         got = gated_residual_adaln_cpp(xt, y, gate, st, scale)
     for a, b in zip(got, ref.gated_residual_adaln_ref(x, y, gate, shift, scale)):
         torch.testing.assert_close(a, b, **TOL)
+    # a (1, D) modulation broadcast over the batch, as the reference allows
+    with torch.no_grad():
+        torch.testing.assert_close(adaln_modulate_cpp(x, shift[:1], scale[:1]),
+                                   ref.adaln_modulate_ref(x, shift[:1], scale[:1]), **TOL)
+        for a, b in zip(gated_residual_adaln_cpp(x, y, gate[:1], shift, scale[:1]),
+                        ref.gated_residual_adaln_ref(x, y, gate[:1], shift, scale[:1])):
+            torch.testing.assert_close(a, b, **TOL)
     # with autograd on, the adapters hand over to the PyTorch tier and gradients flow
     xg = x.clone().requires_grad_()
     xn, u = gated_residual_adaln_cpp(xg, y, gate, shift, scale)

@@ -67,7 +67,11 @@ def gated_residual_adaln_cpu(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, 
     return x_new, _modulate_(F.layer_norm(x_new, (x.shape[-1],), eps=eps), shift, scale)
 
 
-def _rows(m: Tensor) -> Tensor:
+def _rows(m: Tensor, batch: int) -> Tensor:
+    """A (B, D) modulation vector as the kernel takes it: rows with stride 1 along D; a (1, D) one is broadcast over
+    the batch like the reference does (a zero row stride, no copy)."""
+    if m.dim() == 2 and m.shape[0] == 1 and batch != 1:
+        m = m.expand(batch, m.shape[1])
     return m if m.stride(-1) == 1 else m.contiguous()
 
 
@@ -77,7 +81,7 @@ def adaln_modulate_cpp(x: Tensor, shift: Tensor, scale: Tensor, *, eps: float = 
     """See :func:`rpfm.ops.reference.adaln_modulate_ref`. x (B, T, D); shift, scale (B, D)."""
     if not _inference(x, shift, scale) or x.dim() != 3:
         return adaln_modulate_cpu(x, shift, scale, eps=eps)
-    return torch.ops.rpfm.adaln_modulate(x.contiguous(), _rows(shift), _rows(scale), eps)
+    return torch.ops.rpfm.adaln_modulate(x.contiguous(), _rows(shift, x.shape[0]), _rows(scale, x.shape[0]), eps)
 
 
 @register("gated_residual_adaln", "cpp", priority=7, probe=_probe_cpp, constraints=(_cpu_fp32,),
@@ -90,5 +94,6 @@ def gated_residual_adaln_cpp(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, 
     if not _inference(x, y, gate, shift, scale, *extra) or x.dim() != 3 or y.shape != x.shape or \
             (bias is not None and (bias.dtype != x.dtype or bias.device != x.device)):
         return gated_residual_adaln_cpu(x, y, gate, shift, scale, eps=eps, bias=bias)
-    return torch.ops.rpfm.gated_residual_adaln(x.contiguous(), y.contiguous(), _rows(gate), _rows(shift),
-                                               _rows(scale), eps, None if bias is None else bias.contiguous())
+    B = x.shape[0]
+    return torch.ops.rpfm.gated_residual_adaln(x.contiguous(), y.contiguous(), _rows(gate, B), _rows(shift, B),
+                                               _rows(scale, B), eps, None if bias is None else bias.contiguous())

@@ -352,3 +352,24 @@ def test_feature_cache_dir_reuses_the_encoded_images_only_when_nothing_changed(t
 def test_feature_cache_dir_needs_the_feature_cache(tmp_path):
     with pytest.raises(ValueError, match=r"'feature_cache_dir' must be null unless feature_cache is true"):
         tiny_config(tmp_path, feature_cache_dir=str(tmp_path / "c"))
+
+
+def test_feature_cache_key_hashes_modules_with_scalar_buffers():
+    # The real global encoders (torchvision trunks) carry BatchNorm's 0-dim `num_batches_tracked`: the digest must
+    # hash it (it crashed on it once), be stable for equal weights and change with any weight or buffer.
+    from rpfm.train import feature_store
+
+    def trunk(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+    a, b = trunk(0), trunk(0)
+    assert a[1].num_batches_tracked.dim() == 0
+    assert feature_store.module_digest(a) == feature_store.module_digest(b)
+    b[1].num_batches_tracked += 1
+    assert feature_store.module_digest(a) != feature_store.module_digest(b)
+    c = trunk(0)
+    with torch.no_grad():
+        c[0].weight[0, 0, 0, 0] += 1e-3
+    assert feature_store.module_digest(a) != feature_store.module_digest(c)
+    assert feature_store.module_digest(None) == "none"

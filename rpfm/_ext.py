@@ -88,6 +88,16 @@ def build_info() -> dict | None:
     return None if _INFO is None else dict(_INFO)
 
 
+def cpu_fused_ops() -> tuple[bool, str]:
+    """(available, why): whether the loaded extension has the one-pass CPU kernels of csrc/cpu_fused.cpp
+    (``torch.ops.rpfm.adaln_modulate``, ``gated_residual_adaln``, ``gelu_tanh_``)."""
+    if not HAS_EXT:
+        return False, EXT_REASON
+    if not hasattr(torch.ops.rpfm, "gated_residual_adaln"):
+        return False, f"rpfm._C predates the fused CPU kernels: {REBUILD_HINT}"
+    return True, "rpfm._C one-pass CPU kernels (csrc/cpu_fused.cpp)"
+
+
 def has_cuda() -> bool:
     """True when the loaded extension has its CUDA kernel and CUDA-graph capture compiled in."""
     return HAS_EXT and bool(_INFO and _INFO.get("cuda"))

@@ -33,20 +33,18 @@ def _cpu_fp32(*, device=None, dtype=None, **_) -> str | None:
 
 
 def _probe_cpp() -> tuple[bool, str]:
-    if not _ext.HAS_EXT:
-        return False, _ext.EXT_REASON
-    if not hasattr(torch.ops.rpfm, "gated_residual_adaln"):
-        return False, f"rpfm._C predates the fused CPU kernels: {_ext.REBUILD_HINT}"
-    return True, "rpfm._C one-pass CPU kernels (csrc/cpu_fused.cpp)"
+    return _ext.cpu_fused_ops()
 
 
-def _inference(*tensors: Tensor) -> bool:
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+def inference(*tensors: Tensor | None) -> bool:
+    """True unless autograd would record a graph through one of ``tensors`` (None entries are ignored): the
+    in-place and C++ fast paths run only then."""
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
 
 
 def _modulate_(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """h * (1 + scale) + shift in one pass, in place on h unless autograd needs it; h (B, T, D), shift/scale (B, D)."""
-    if torch.is_grad_enabled() and (h.requires_grad or shift.requires_grad or scale.requires_grad):
+    if not inference(h, shift, scale):
         return torch.addcmul(shift.unsqueeze(1), h, (1 + scale).unsqueeze(1))   # training: no in-place
     return torch.addcmul(shift.unsqueeze(1), h, (1 + scale).unsqueeze(1), out=h)
 
@@ -79,7 +77,7 @@ def _rows(m: Tensor, batch: int) -> Tensor:
           install_hint=_ext.BUILD_HINT)
 def adaln_modulate_cpp(x: Tensor, shift: Tensor, scale: Tensor, *, eps: float = 1e-6) -> Tensor:
     """See :func:`rpfm.ops.reference.adaln_modulate_ref`. x (B, T, D); shift, scale (B, D)."""
-    if not _inference(x, shift, scale) or x.dim() != 3:
+    if not inference(x, shift, scale) or x.dim() != 3:
         return adaln_modulate_cpu(x, shift, scale, eps=eps)
     return torch.ops.rpfm.adaln_modulate(x.contiguous(), _rows(shift, x.shape[0]), _rows(scale, x.shape[0]), eps)
 
@@ -90,8 +88,7 @@ def gated_residual_adaln_cpp(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, 
                              eps: float = 1e-6, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """See :func:`rpfm.ops.reference.gated_residual_adaln_ref`. x, y (B, T, D); gate, shift, scale (B, D);
     bias (D,) or None, added to y in the same pass."""
-    extra = () if bias is None else (bias,)
-    if not _inference(x, y, gate, shift, scale, *extra) or x.dim() != 3 or y.shape != x.shape or \
+    if not inference(x, y, gate, shift, scale, bias) or x.dim() != 3 or y.shape != x.shape or \
             (bias is not None and (bias.dtype != x.dtype or bias.device != x.device)):
         return gated_residual_adaln_cpu(x, y, gate, shift, scale, eps=eps, bias=bias)
     B = x.shape[0]

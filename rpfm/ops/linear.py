@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .. import _ext
+from .cpu import inference
 from .registry import register
 
 _cache = WeakIdKeyDictionary()   # parameter -> ((data_ptr, version, shape), reordered weight)
@@ -66,7 +68,7 @@ def packed_weight(weight: Tensor) -> Tensor:
 
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None, attr: str, algorithm: str) -> Tensor:
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+    if not inference(x, weight, bias):
         return None                                    # inference only: the caller falls back to the reference
     return torch.ops.mkldnn._linear_pointwise(x, packed_weight(weight), bias, attr, [], algorithm)
 
@@ -81,11 +83,6 @@ of 2.9 ms at one thread here)."""
 
 
 @functools.cache
-def _has_cpp_gelu() -> bool:
-    from .. import _ext
-    return _ext.HAS_EXT and hasattr(torch.ops.rpfm, "gelu_tanh_")
-
-
 def gelu_tanh_(y: Tensor, bias: Tensor | None = None) -> Tensor:
     """tanh-GELU of ``y + bias`` in place on ``y`` (no autograd): v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3),
     v = y + bias; equals ``F.gelu(y + bias, approximate="tanh")`` up to float rounding (a few ulp). ``bias``: (N,)
@@ -93,7 +90,7 @@ def gelu_tanh_(y: Tensor, bias: Tensor | None = None) -> Tensor:
 
     A contiguous float32 CPU ``y`` goes through ``torch.ops.rpfm.gelu_tanh_`` (csrc/cpu_fused.cpp: one vectorised
     pass, the bias added on the way) when ``rpfm._C`` has it; otherwise :func:`gelu_tanh_chunked_`."""
-    if y.dtype == torch.float32 and y.device.type == "cpu" and y.is_contiguous() and _has_cpp_gelu() and \
+    if y.dtype == torch.float32 and y.device.type == "cpu" and y.is_contiguous() and _ext.cpu_fused_ops()[0] and \
             (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu")):
         torch.ops.rpfm.gelu_tanh_(y, None if bias is None else bias.contiguous())
         return y
@@ -133,10 +130,9 @@ def linear_gelu_tanh_cpu(x: Tensor, weight: Tensor, bias: Tensor | None = None) 
     """ATen's matmul, then :func:`gelu_tanh_` in place on its fresh output with the bias added in the same pass
     (ATen's ``addmm`` would copy the bias into the output first: 6 % of a demo-model step). The reference when
     autograd is on."""
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
-                                    (bias is not None and bias.requires_grad)):
+    if not inference(x, weight, bias):
         return F.gelu(F.linear(x, weight, bias), approximate="tanh")
-    if bias is None or not _has_cpp_gelu():
+    if bias is None or not _ext.cpu_fused_ops()[0]:
         return gelu_tanh_(F.linear(x, weight, bias))
     y = torch.mm(x.reshape(-1, x.shape[-1]), weight.t())                                  # (M, N), no bias pass
     return gelu_tanh_(y, bias).view(*x.shape[:-1], weight.shape[0])

@@ -57,12 +57,6 @@ def main(argv=None) -> int:
     variants = args.variants.split(",")
 
     t0 = time.perf_counter()
-    try:   # a learned codec is a diffusers AutoencoderKL: its import is a one-time cost of any path, shown apart
-        from diffusers import AutoencoderKL  # noqa: F401
-        print(f"one-time import of diffusers' AutoencoderKL: {time.perf_counter() - t0:.2f} s (every variant pays it)")
-    except ImportError:
-        pass
-    t0 = time.perf_counter()
     first = load_release(*([args.release] if args.release else []))[0]
     src, pose = inputs(first, 1, torch.device("cpu"))
     first(src, pose, num_steps=args.steps, guidance_scale=args.guidance, output_type="pt")

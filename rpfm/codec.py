@@ -102,11 +102,15 @@ class SDVAECodec(LatentCodec):
 
     def __init__(self, vae: Any, scaling_factor: float = SD_VAE_SCALING_FACTOR) -> None:
         super().__init__()
-        from diffusers import AutoencoderKL  # lazy: keep `import rpfm` light
+        from .vae import NativeAutoencoderKL
 
-        if not isinstance(vae, AutoencoderKL):
-            raise TypeError(f"SDVAECodec(vae=...): expected a diffusers.AutoencoderKL, got {type(vae).__name__}. "
-                            "Load one with SDVAECodec.from_pretrained(path).")
+        if not isinstance(vae, NativeAutoencoderKL):
+            from diffusers import AutoencoderKL  # lazy: keep `import rpfm` light
+
+            if not isinstance(vae, AutoencoderKL):
+                raise TypeError(f"SDVAECodec(vae=...): expected a diffusers.AutoencoderKL (or rpfm's "
+                                f"NativeAutoencoderKL), got {type(vae).__name__}. Load one with "
+                                "SDVAECodec.from_pretrained(path).")
         if not isinstance(scaling_factor, (int, float)) or isinstance(scaling_factor, bool) or scaling_factor <= 0:
             raise ValueError(f"SDVAECodec(scaling_factor=...): expected a positive number, got {scaling_factor!r}. "
                              f"SD-1.x VAEs use {SD_VAE_SCALING_FACTOR}.")
@@ -117,10 +121,18 @@ class SDVAECodec(LatentCodec):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, scaling_factor: float = SD_VAE_SCALING_FACTOR,
-                        torch_dtype: torch.dtype | None = None) -> "SDVAECodec":
-        """Load ``AutoencoderKL`` from a local folder (config.json + diffusion_pytorch_model.safetensors)."""
-        from diffusers import AutoencoderKL
+                        torch_dtype: torch.dtype | None = None, backend: str | None = None) -> "SDVAECodec":
+        """Load ``AutoencoderKL`` from a local folder (config.json + diffusion_pytorch_model.safetensors).
 
+        ``backend``: "native" (:class:`rpfm.vae.NativeAutoencoderKL`, the same modules and weights without importing
+        diffusers), "diffusers" (diffusers' class, the reference), or "auto" (default; the ``RPFM_VAE_BACKEND``
+        environment variable overrides it): native when the config is one it implements, else diffusers."""
+        from .vae import NativeAutoencoderKL, unsupported
+
+        backend = os.environ.get("RPFM_VAE_BACKEND", "auto") if backend is None else backend
+        if backend not in ("auto", "native", "diffusers"):
+            raise ValueError(f"SDVAECodec.from_pretrained(backend=...): expected 'auto', 'native' or 'diffusers' "
+                             f"(or the same in RPFM_VAE_BACKEND), got {backend!r}.")
         folder = Path(path)
         hint = (f"Download stabilityai/sd-vae-ft-mse (config.json + diffusion_pytorch_model.safetensors) on a "
                 f"machine with internet and copy the folder to '{folder}'.")
@@ -130,6 +142,23 @@ class SDVAECodec(LatentCodec):
         if not ((folder / weights).is_file() or (folder / f"{weights}.index.json").is_file()):
             raise FileNotFoundError(f"latent codec: '{folder}' has a config.json but no {weights} (pickled .bin "
                                     f"files are not loaded). {hint}")
+        if backend != "diffusers" and (folder / weights).is_file():
+            try:
+                config = json.loads((folder / "config.json").read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"latent codec: '{folder / 'config.json'}' is not valid JSON ({e}). {hint}") from None
+            why = unsupported(config) if isinstance(config, dict) else "config.json is not a JSON object"
+            if why is None:
+                return cls(NativeAutoencoderKL.from_pretrained(folder, torch_dtype=torch_dtype),
+                           scaling_factor=scaling_factor)
+            if backend == "native":
+                raise ValueError(f"latent codec: '{folder}' needs diffusers' AutoencoderKL ({why}); use "
+                                 "backend='auto' or 'diffusers'.")
+        elif backend == "native":
+            raise ValueError(f"latent codec: '{folder}' has sharded weights; the native codec reads one {weights}. "
+                             "Use backend='auto' or 'diffusers'.")
+        from diffusers import AutoencoderKL
+
         kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
         if torch_dtype is not None:
             kwargs["torch_dtype"] = torch_dtype

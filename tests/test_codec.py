@@ -81,15 +81,18 @@ def test_custom_scaling_factor(images):
     torch.testing.assert_close(half.encode(images), one.encode(images) * 0.5)
 
 
-def test_save_load_round_trip(codec, images, tmp_path):
+def test_save_load_round_trip(codec, images, tmp_path, monkeypatch):
     codec.save_pretrained(tmp_path)
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     assert json.loads((tmp_path / CODEC_CONFIG_NAME).read_text())["type"] == "sd-vae"
-    loaded = load_codec(tmp_path)
-    assert isinstance(loaded, SDVAECodec) and loaded.config_dict() == codec.config_dict()
-    torch.testing.assert_close(loaded.encode(images), codec.encode(images), rtol=0, atol=0)
     latents = codec.encode(images)
-    torch.testing.assert_close(loaded.decode(latents), codec.decode(latents), rtol=0, atol=0)
+    # bitwise with diffusers' class on both sides; rpfm's native twin (the default) to float rounding
+    for backend, tol in (("diffusers", 0.0), ("auto", 1e-5)):
+        monkeypatch.setenv("RPFM_VAE_BACKEND", backend)
+        loaded = load_codec(tmp_path)
+        assert isinstance(loaded, SDVAECodec) and loaded.config_dict() == codec.config_dict()
+        torch.testing.assert_close(loaded.encode(images), latents, rtol=0, atol=tol)
+        torch.testing.assert_close(loaded.decode(latents), codec.decode(latents), rtol=0, atol=tol)
     # A plain diffusers VAE folder (no codec_config.json) also loads, as does a config dict with a path.
     (tmp_path / CODEC_CONFIG_NAME).unlink()
     assert isinstance(load_codec(tmp_path), SDVAECodec)

@@ -330,17 +330,21 @@ def mean_training_image(dataset, *, max_items: int = 2000) -> np.ndarray:
 
 
 _FORMATS = {"ssim": "{:.4f}", "ssim_gaussian": "{:.4f}", "psnr": "{:.2f}", "psnr_person": "{:.2f}",
-            "bg_noise": "{:.2f}", "lpips": "{:.4f}", "fid": "{:.2f}"}
-_HEADERS = {"ssim_gaussian": "SSIM (Gaussian)", "psnr_person": "PSNR (person)", "bg_noise": "BG noise (/255)"}
+            "bg_noise": "{:.2f}", "bg_noise_far": "{:.2f}", "lpips": "{:.4f}", "fid": "{:.2f}"}
+_HEADERS = {"ssim_gaussian": "SSIM (Gaussian)", "psnr_person": "PSNR (person)", "bg_noise": "BG noise (/255)",
+            "bg_noise_far": "BG noise ≥ H/16 from person (/255)"}
 
 
 def region_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
-    """Mean person PSNR and background noise (``rpfm.metrics.regions``) over the images that have the region;
-    omitted when no image has it (e.g. photos without a plain backdrop)."""
-    from .metrics.regions import background_noise, person_psnr
+    """Mean person PSNR, background noise and background noise at least H/16 pixels from the person
+    (``rpfm.metrics.regions``) over the images that have the region; omitted when no image has it (e.g. photos
+    without a plain backdrop)."""
+    from .metrics.regions import background_noise, far_margin, person_psnr
 
     out = {}
-    for key, values in (("psnr_person", person_psnr(pred, target)), ("bg_noise", background_noise(pred, target))):
+    far = background_noise(pred, target, margin=far_margin(np.asarray(target).shape[1]))
+    for key, values in (("psnr_person", person_psnr(pred, target)), ("bg_noise", background_noise(pred, target)),
+                        ("bg_noise_far", far)):
         values = values[np.isfinite(values)]
         if values.size:
             out[key] = float(values.mean())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rpfm.metrics.regions import background_mask, background_noise, person_mask, person_psnr
+from rpfm.metrics.regions import background_mask, background_noise, far_margin, person_mask, person_psnr
 
 BACKDROP = np.array([240, 240, 238]) / 255
 
@@ -36,6 +36,25 @@ def test_background_noise_measures_speckle_not_offsets():
     assert got == pytest.approx([6, 6], rel=0.05)
     assert background_noise(t + 0.1, t) == pytest.approx([0, 0], abs=1e-9)          # a colour offset: not noise
     assert background_noise(t, t) == pytest.approx([0, 0], abs=1e-12)
+
+
+def test_far_background_noise_ignores_a_misplaced_silhouette_but_not_speckle():
+    t = _scene(n=1, size=64)
+    shifted = np.broadcast_to(BACKDROP, t.shape).copy()
+    shifted[:, 8:26, 15:23] = t[:, 8:26, 12:20]             # the person drawn 3 px to the right: a shape error
+    assert background_noise(shifted, t)[0] > 5               # the plain number counts the edge error
+    assert background_noise(shifted, t, margin=4) == pytest.approx([0], abs=1e-12)
+    rng = np.random.default_rng(1)
+    speckled = shifted + rng.normal(0, 5 / 255, t.shape)     # speckle everywhere is still seen far away
+    assert background_noise(speckled, t, margin=4) == pytest.approx([5], rel=0.1)
+    # the margin grows the person mask: pixels 4 px away still count, 3 px away do not
+    probe = t.copy()
+    probe[:, 20, 12 - 4] += 0.5                              # level with the box (rows 8-25)
+    assert background_noise(probe, t, margin=4)[0] > 0
+    probe = t.copy()
+    probe[:, 20, 12 - 3] += 0.5
+    assert background_noise(probe, t, margin=4) == pytest.approx([0], abs=1e-12)
+    assert (far_margin(64), far_margin(128), far_margin(256), far_margin(8)) == (4, 8, 16, 1)
 
 
 def test_person_psnr_is_the_psnr_over_the_box_only():

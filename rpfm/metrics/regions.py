@@ -8,7 +8,8 @@ them. Both take the ground truth to define the regions:
   every channel within ``tol`` (default 1/255) of the pixel's own value, so edges, shadows and textures are out.
   ``background_noise`` is the standard deviation of (generated - ground truth) over those pixels and channels, per
   image, in 0..255 units: 0 for a clean backdrop, about the noise's sigma for speckle (a constant colour offset
-  does not count; it shows in PSNR).
+  does not count; it shows in PSNR). With ``margin`` only pixels that far from the person count (see
+  ``background_noise``).
 * **person** (``person_mask``): ground-truth pixels that differ from the backdrop colour (the median of the
   image's one-pixel border) by more than ``tol`` (default 8/255) in some channel. ``person_psnr`` is the PSNR
   (data range 1) over those pixels, per image.
@@ -51,12 +52,26 @@ def person_mask(target: np.ndarray, *, tol: float = PERSON_TOL) -> np.ndarray:
     return (np.abs(t - backdrop[:, None, None, :]) > tol).any(axis=-1)
 
 
-def background_noise(pred: np.ndarray, target: np.ndarray, **mask_kw) -> np.ndarray:
-    """Per image: std of (pred - target) over the flat background, x 255 (NaN when an image has none)."""
+def far_margin(height: int) -> int:
+    """The distance (pixels) ``region_metrics`` keeps from the person for the far-background noise: H / 16."""
+    return max(1, round(height / 16))
+
+
+def background_noise(pred: np.ndarray, target: np.ndarray, *, margin: int = 0, **mask_kw) -> np.ndarray:
+    """Per image: std of (pred - target) over the flat background, x 255 (NaN when an image has none).
+
+    ``margin`` > 0 keeps only background pixels at least ``margin`` pixels (Chebyshev) from the ground truth's
+    person (``person_mask``): speckle on the backdrop itself, without the edge errors of a slightly misplaced
+    silhouette, which dominate the plain number once the backdrop is clean."""
+    from scipy.ndimage import maximum_filter
+
     p, t = _check(pred, target)
     out = np.full(p.shape[0], np.nan)
     for i in range(p.shape[0]):                                     # one image at a time: bounded memory
         mask = background_mask(t[i:i + 1], **mask_kw)[0]
+        if margin > 0:
+            near = maximum_filter(person_mask(t[i:i + 1])[0], size=2 * margin - 1, mode="constant")  # < margin
+            mask &= ~near
         if mask.any():
             out[i] = 255 * (p[i].astype(np.float64) - t[i])[mask].std()
     return out

@@ -166,18 +166,25 @@ def check_pair_images(dataset, n: int) -> None:
         raise ValueError(f"--data: the {dataset.split} split has unreadable images: " + " | ".join(bad))
 
 
+def selected_pairs(n_pairs: int, limit: int | None = None, every: int = 1) -> list[int]:
+    """The evaluated pair indices: the first ``limit`` pairs (all when None), of those every ``every``-th (0, every,
+    2 every, ...). Indices are the dataset's own, so each pair keeps its seed and its output file whatever the subset:
+    a later run over more pairs resumes from these images."""
+    n = n_pairs if limit is None else min(limit, n_pairs)
+    return list(range(0, n, every))
+
+
 def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_scale: float, solver: str = "euler",
                    batch_size: int = 16, seed: int = 0, rank: int = 0, world_size: int = 1,
-                   limit: int | None = None, progress: bool = True) -> int:
-    """Generate the dataset's pairs (this rank's share) into ``out_dir/images``; returns how many were made.
-    ``progress`` shows a bar over this rank's pairs still to make (rank 0 only)."""
+                   limit: int | None = None, every: int = 1, progress: bool = True) -> int:
+    """Generate the dataset's pairs (this rank's share of :func:`selected_pairs`) into ``out_dir/images``; returns
+    how many were made. ``progress`` shows a bar over this rank's pairs still to make (rank 0 only)."""
     from .progress import ProgressBar
 
     img_dir = out_dir / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    todo = [i for i in range(rank, n, world_size)
-            if not (img_dir / _name(*dataset.pairs[i])).is_file()]
+    todo = [i for k, i in enumerate(selected_pairs(len(dataset), limit, every)) if k % world_size == rank
+            and not (img_dir / _name(*dataset.pairs[i])).is_file()]
     made = 0
     bar = ProgressBar(len(todo), desc="eval: generating", unit="pair", disable=not progress or rank != 0)
     for start in range(0, len(todo), batch_size):
@@ -202,7 +209,7 @@ def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_sca
 
 
 def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = None,
-                    metric_size: tuple[int, int] | None = None, limit: int | None = None,
+                    metric_size: tuple[int, int] | None = None, limit: int | None = None, every: int = 1,
                     lpips_files: tuple[str, str] | None = None, lpips_model=None, fid_extractor=None,
                     fid_real_dataset=None,
                     fid_stats: str | os.PathLike | None = None, fid_status: dict | None = None,
@@ -210,8 +217,9 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     """SSIM/PSNR (LPIPS if weights are given, FID if an extractor is) of the saved outputs and of the baselines,
     on the same pairs.
 
-    The folder ``out_dir/images`` must hold the first ``limit`` pairs' outputs at the dataset's image size (missing
-    files, and files that match no pair of the dataset, are named in the error; outputs of later pairs are ignored).
+    The folder ``out_dir/images`` must hold the outputs of :func:`selected_pairs` (``limit``, ``every``) at the
+    dataset's image size (missing files, and files that match no pair of the dataset, are named in the error;
+    outputs of other pairs are ignored).
     ``lpips_model`` (an already loaded LPIPS) replaces loading ``lpips_files``. A metric that fails (LPIPS, FID)
     becomes an error entry (``lpips_error``, ``fid.error``); SSIM and PSNR are still reported.
     FID: ``fid_extractor`` (see :func:`build_eval_fid_extractor`)
@@ -223,22 +231,23 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     if len(dataset) == 0:
         raise ValueError(f"eval: the dataset has no pairs (the {dataset.split} split is empty). Check the pairs file "
                          "of the split.")
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n <= 0:
-        raise ValueError(f"--limit: expected a positive number of pairs, got {limit}.")
+    if (limit is not None and limit <= 0) or every < 1:
+        raise ValueError(f"--limit, --every: expected positive numbers, got {limit} and {every}.")
+    indices = selected_pairs(len(dataset), limit, every)
+    n = len(indices)
     img_dir = out_dir / "images"
-    expected = {_name(*dataset.pairs[i]) for i in range(n)}
+    expected = {_name(*dataset.pairs[i]) for i in indices}
     present = {p.name for p in img_dir.glob("*.png")} if img_dir.is_dir() else set()
-    # images of later pairs (from a run with a larger --limit) are kept and ignored
+    # images of other pairs (from a run with a larger --limit or a smaller --every) are kept and ignored
     missing, extra = sorted(expected - present), sorted(present - {_name(*pair) for pair in dataset.pairs})
     if missing:
         raise ValueError(f"eval: {len(missing)} generated images are missing from '{img_dir}' (e.g. {missing[:3]}). "
-                         f"Run the generation again (it resumes) or check --limit.")
+                         f"Run the generation again (it resumes) or check --limit and --every.")
     if extra:
         raise ValueError(f"eval: '{img_dir}' holds {len(extra)} images that match no pair of this dataset (e.g. "
                          f"{extra[:3]}). Use a fresh --out folder for another dataset or split.")
     outputs, targets, sources, wrong = [], [], [], []
-    for i in range(n):
+    for i in indices:
         item = dataset[i]
         outputs.append(_load(img_dir / _name(*dataset.pairs[i])))
         targets.append(((item["target"] + 1) / 2).permute(1, 2, 0).numpy())
@@ -527,9 +536,10 @@ def fid_rows(extractor, candidates: dict[str, np.ndarray], real, frame: tuple[in
     return values, skipped
 
 
-def save_grid(dataset, out_dir: Path, n: int = 6) -> Path:
+def save_grid(dataset, out_dir: Path, n: int = 6, indices: list[int] | None = None) -> Path:
+    """source | target pose | output | ground truth for the first ``n`` of ``indices`` (default: pairs 0, 1, ...)."""
     rows = []
-    for i in range(min(n, len(dataset))):
+    for i in (range(len(dataset)) if indices is None else indices)[:n]:
         item = dataset[i]
         out = _load(out_dir / "images" / _name(*dataset.pairs[i]))
         rows.append(np.concatenate([((item["source"] + 1) / 2).permute(1, 2, 0).numpy(),
@@ -616,7 +626,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         if len(test) == 0:
             raise ValueError(f"--data: the {args.split} split of '{args.data}' has no pairs; nothing to evaluate. "
                              "Check its pairs file.")
-        n = len(test) if args.limit is None else min(args.limit, len(test))
+        indices = selected_pairs(len(test), args.limit, args.every)
+        n = indices[-1] + 1
         if args.seed > (SEED_MAX - len(test)) // PAIR_SEED_STRIDE:
             raise ValueError(f"--seed: eval seeds pair i with seed * {PAIR_SEED_STRIDE} + i, which must stay below "
                              f"2**64; use a seed <= {(SEED_MAX - len(test)) // PAIR_SEED_STRIDE}, got {args.seed}.")
@@ -638,7 +649,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         made = generate_pairs(pipe, test, out_dir, num_steps=args.steps, guidance_scale=args.guidance,
                               solver=args.solver, batch_size=args.batch_size, seed=args.seed, rank=rank,
-                              world_size=world, limit=args.limit,
+                              world_size=world, limit=args.limit, every=args.every,
                               progress=not getattr(args, "no_progress", False))
         gen_s = time.perf_counter() - t0
         if world > 1:
@@ -660,6 +671,7 @@ def run_eval(args: argparse.Namespace) -> dict:
             except METRIC_ERRORS as e:
                 extractor, fid_status = None, {"error": f"FID real set ({args.fid_real} split): {e}"}
         result = compute_metrics(test, out_dir, mean_image=mean, metric_size=metric_size, limit=args.limit,
+                                 every=args.every,
                                  lpips_files=lp, lpips_model=lpips_model, fid_extractor=extractor,
                                  fid_real_dataset=real, fid_stats=args.fid_stats, fid_status=fid_status,
                                  fid_method=args.fid_method)
@@ -667,11 +679,12 @@ def run_eval(args: argparse.Namespace) -> dict:
             result["errors"] = errors
         result.update({"model": str(args.model), "data": str(args.data), "split": args.split, "steps": args.steps,
                        "guidance": args.guidance, "solver": args.solver, "seed": args.seed, "generated_now": made,
-                       "generation_s": round(gen_s, 2), "device": str(device), "world_size": world})
+                       "generation_s": round(gen_s, 2), "device": str(device), "world_size": world,
+                       "limit": args.limit, "every": args.every})
         atomic_write_json(out_dir / "metrics.json", result)
         table = markdown(result)
         atomic_write_bytes(out_dir / "metrics.md", (table + "\n").encode())
-        save_grid(test, out_dir, n=min(6, n))
+        save_grid(test, out_dir, n=6, indices=indices)
         print(table)
         return result
     finally:
@@ -699,6 +712,9 @@ def add_cli(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N pairs")
+    p.add_argument("--every", type=positive_int, default=1,
+                   help="only every Nth pair (0, N, 2N, ...): a subset spread over all identities; pairs keep their "
+                        "seeds and file names, so a later run over all pairs resumes from these images")
     p.add_argument("--metric-size", default=None, help="HxW to resize to before metrics, e.g. 256x176 (DeepFashion)")
     p.add_argument("--lpips-alexnet", default=None, help="torchvision alexnet-owt-7be5be79.pth")
     p.add_argument("--lpips-heads", default=None, help="lpips weights/v0.1/alex.pth")

@@ -1,6 +1,7 @@
 """rpfm eval: resumable generation with stable names, metrics with baselines, FID plumbing and its real-set cache,
 report files, input checks."""
 import json
+from pathlib import Path
 import shutil
 import warnings
 
@@ -63,6 +64,26 @@ def test_eval_writes_report_and_resumes(setup, tmp_path):
     assert _run(setup, out) == 0
     assert json.loads((out / "metrics.json").read_text())["generated_now"] == 1
     assert (out / "images" / victim.name).read_bytes() == before[victim.name]    # seeded per pair: identical
+
+
+def test_every_nth_pair_is_a_subset_a_full_run_resumes_from(setup, tmp_path):
+    out = tmp_path / "run"
+    test = PairFolderDataset(setup / "data", "test", image_size=64)
+    assert _run(setup, out, "--every", "4") == 0
+    want = {f"{Path(a).stem}__{Path(b).stem}.png" for a, b in test.pairs[::4]}
+    got = {p.name for p in (out / "images").glob("*.png")}
+    assert got == want and len(want) == (len(test) + 3) // 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pairs"] == len(want) and metrics["every"] == 4
+    src = np.stack([((test[i]["source"] + 1) / 2).permute(1, 2, 0).numpy() for i in range(0, len(test), 4)])
+    tgt = np.stack([((test[i]["target"] + 1) / 2).permute(1, 2, 0).numpy() for i in range(0, len(test), 4)])
+    assert metrics["rows"]["baseline: copy source"]["psnr"] == pytest.approx(float(np.mean(psnr_per_image(src, tgt))))
+    subset = {p.name: p.read_bytes() for p in (out / "images").glob("*.png")}
+    assert _run(setup, out) == 0                                    # all pairs: only the others are generated
+    full = json.loads((out / "metrics.json").read_text())
+    assert full["generated_now"] == len(test) - len(want) and full["pairs"] == len(test)
+    assert all((out / "images" / k).read_bytes() == v for k, v in subset.items())   # same seeds, same files
+    assert _run(setup, tmp_path / "bad", "--every", "0") == 2
 
 
 def test_mismatched_image_folder_is_refused(setup, tmp_path):

@@ -6,19 +6,19 @@ The source is identity 2 of the synthetic benchmark (seed 0), a *test* identity 
 the driver is another synthetic person (identity 7, drawn at 128 x 128, so retargeting has a different body and
 frame to undo) whose joint angles move smoothly through a few hand-made key poses and back. The script writes
 
-    OUT/source.png, OUT/source_pose.json    the source person and its keypoints (64 x 64 frame)
+    OUT/source.png, OUT/source_pose.json    the source person and its keypoints (the model's image size)
     OUT/poses.json                          the driver's keypoints, one dict per frame (128 x 128 frame)
     OUT/driving.mp4                         the driver's frames
-    OUT/animate.mp4, OUT/animate.gif        source | driving frame | retargeted pose | generated, x3 enlarged
+    OUT/animate.mp4, OUT/animate.gif        source | driving frame | retargeted pose | generated, ~192 px panels
 
 and prints frames/s (batch 1 and 16) and the flicker with shared and with fresh noise. The same result from the
 command line: ``rpfm animate --source OUT/source.png --source-pose OUT/source_pose.json --driving OUT/poses.json
---out out.mp4 --side-by-side --scale 3``. The demo model is small and briefly trained on 64 x 64 synthetic people:
-expect the right colours and a person that follows the pose, with noisy texture.
+--out out.mp4 --side-by-side --scale 3``. The demo model is small and trained on a CPU on 128 x 128 synthetic
+people: expect the right colours and a person that follows the pose, with blotchy texture.
 
 ``--source-photo astronaut`` (or ``grace_hopper``, or a path) uses a real photograph that ships inside a package
 instead: BlazePose finds the person, the photo is cropped to a square around the detected joints and resized to
-64 x 64, and the driver is retargeted to the estimated pose. The demo model never saw a real photograph (nor an
+the model's size, and the driver is retargeted to the estimated pose. The demo model never saw a real photograph (nor an
 upper-body crop), so this shows the photo -> pose -> retarget -> generate path working end to end, not image quality.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def driver_sequence(frames_per_move: int = 12, size: int = 128):
     return images, poses
 
 
-def real_photo_source(name: str, size: int = 64):
+def real_photo_source(name: str, size: int):
     """A real photograph cropped to a square around the person BlazePose finds, and its keypoints in that crop."""
     from rpfm.pose import load_estimator
 
@@ -123,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     pipe, _ = load_release()
+    size = pipe.config.image_size                                   # the source at the model's own size
     if args.source_photo:
-        source, src_kp = real_photo_source(args.source_photo)
+        source, src_kp = real_photo_source(args.source_photo, size)
     else:
-        src_img, src_kp, _ = generate_sample(SEED, SOURCE_ID, 0, 64)
+        src_img, src_kp, _ = generate_sample(SEED, SOURCE_ID, 0, size)
         source = Image.fromarray(src_img)
     source.save(out / "source.png")
     write_keypoints_json(out / "source_pose.json", src_kp)
@@ -147,12 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     fresh = animate(pipe, source, poses, num_steps=args.steps, batch_size=16, shared_noise=False)
     fl_shared, fl_fresh = flicker(frames), flicker(fresh)
 
-    rows = side_by_side(frames, poses, Driving(drv_poses, frames=drv_images), source=source, scale=3)
+    rows = side_by_side(frames, poses, Driving(drv_poses, frames=drv_images), source=source,
+                        scale=max(1, round(192 / size)))                  # panels about 192 px (x3 at 64)
     write_video(out / "animate.mp4", rows, fps=12)
     write_video(out / "animate.gif", rows, fps=12)
-    if args.gif:   # small enough to commit: x2, fewer pixels of incompressible noise
+    if args.gif:   # small enough to commit: panels of about 128 px
         write_video(args.gif, side_by_side(frames, poses, Driving(drv_poses, frames=drv_images), source=source,
-                                           scale=2), fps=12)
+                                           scale=max(1, 128 // size)), fps=12)
     print(f"wrote {out}/animate.mp4 and {out}/animate.gif ({rows[0].width}x{rows[0].height})"
           + (f" and {args.gif}" if args.gif else ""))
     print(f"frames/s at {args.steps} steps: batch 1 {speed[1]:.2f}, batch 16 {speed[16]:.2f}")

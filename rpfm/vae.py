@@ -105,30 +105,23 @@ class _Conv(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=stride, padding=0 if stride == 2 else 1)
 
 
-class DownBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, layers: int, groups: int, downsample: bool):
+class Stage(nn.Module):
+    """diffusers DownEncoderBlock2D / UpDecoderBlock2D: ``layers`` resnets, then (``resample``) a stride-2 conv after
+    padding right/bottom ("down", keys ``downsamplers.0.conv``) or nearest x2 and a 3x3 conv ("up", ``upsamplers``)."""
+
+    def __init__(self, cin: int, cout: int, layers: int, groups: int, resample: str | None):
         super().__init__()
         self.resnets = nn.ModuleList([ResnetBlock(cin if i == 0 else cout, cout, groups) for i in range(layers)])
-        self.downsamplers = nn.ModuleList([_Conv(cout, 2)]) if downsample else None
+        self.resample = resample
+        if resample is not None:
+            setattr(self, f"{resample}samplers", nn.ModuleList([_Conv(cout, 2 if resample == "down" else 1)]))
 
     def forward(self, x: Tensor) -> Tensor:
         for r in self.resnets:
             x = r(x)
-        if self.downsamplers is not None:                                            # pad right/bottom, stride 2
+        if self.resample == "down":
             x = self.downsamplers[0].conv(F.pad(x, (0, 1, 0, 1)))
-        return x
-
-
-class UpBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, layers: int, groups: int, upsample: bool):
-        super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock(cin if i == 0 else cout, cout, groups) for i in range(layers)])
-        self.upsamplers = nn.ModuleList([_Conv(cout, 1)]) if upsample else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        for r in self.resnets:
-            x = r(x)
-        if self.upsamplers is not None:                                              # nearest x2, then 3x3 conv
+        elif self.resample == "up":
             x = self.upsamplers[0].conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         return x
 
@@ -138,8 +131,8 @@ class Encoder(nn.Module):
         super().__init__()
         ch, g = list(c.block_out_channels), c.norm_num_groups
         self.conv_in = nn.Conv2d(c.in_channels, ch[0], 3, padding=1)
-        self.down_blocks = nn.ModuleList([DownBlock(ch[max(i - 1, 0)], ch[i], c.layers_per_block, g, i < len(ch) - 1)
-                                          for i in range(len(ch))])
+        self.down_blocks = nn.ModuleList([Stage(ch[max(i - 1, 0)], ch[i], c.layers_per_block, g,
+                                                "down" if i < len(ch) - 1 else None) for i in range(len(ch))])
         self.mid_block = MidBlock(ch[-1], g, c.mid_block_add_attention)
         self.conv_norm_out = nn.GroupNorm(g, ch[-1], eps=1e-6)
         self.conv_out = nn.Conv2d(ch[-1], 2 * c.latent_channels, 3, padding=1)
@@ -157,8 +150,8 @@ class Decoder(nn.Module):
         ch, g = list(reversed(c.block_out_channels)), c.norm_num_groups
         self.conv_in = nn.Conv2d(c.latent_channels, ch[0], 3, padding=1)
         self.mid_block = MidBlock(ch[0], g, c.mid_block_add_attention)
-        self.up_blocks = nn.ModuleList([UpBlock(ch[max(i - 1, 0)], ch[i], c.layers_per_block + 1, g, i < len(ch) - 1)
-                                        for i in range(len(ch))])
+        self.up_blocks = nn.ModuleList([Stage(ch[max(i - 1, 0)], ch[i], c.layers_per_block + 1, g,
+                                              "up" if i < len(ch) - 1 else None) for i in range(len(ch))])
         self.conv_norm_out = nn.GroupNorm(g, ch[-1], eps=1e-6)
         self.conv_out = nn.Conv2d(ch[-1], c.out_channels, 3, padding=1)
 

@@ -174,14 +174,15 @@ def demo():
     from rpfm.demo import load_release
 
     pipe, _ = load_release()
-    img, src_kp, _ = generate_sample(0, 2, 0, 64)       # identity 2 is a held-out (test) identity
-    _, a, _ = generate_sample(0, 7, 1, 64)
-    _, b, _ = generate_sample(0, 7, 2, 64)
+    S = pipe.config.image_size                           # drawn at the release's own size (no resizing)
+    img, src_kp, _ = generate_sample(0, 2, 0, S)        # identity 2 is a held-out (test) identity
+    _, a, _ = generate_sample(0, 7, 1, S)
+    _, b, _ = generate_sample(0, 7, 2, S)
     drv = []
     for w in np.linspace(0, 1, 8):
         xy = (1 - w) * a.xy + w * b.xy
         xy[a.missing_mask() | b.missing_mask()] = -1
-        drv.append(Keypoints(xy, (64, 64)))
+        drv.append(Keypoints(xy, (S, S)))
     return pipe, Image.fromarray(img), src_kp, drv
 
 
@@ -207,7 +208,9 @@ def test_shared_noise_flickers_less_on_a_slow_motion(demo):
     shared = animate(pipe, src, poses, num_steps=4, batch_size=8, output_type="np")
     fresh = animate(pipe, src, poses, num_steps=4, batch_size=8, output_type="np", shared_noise=False)
     f_shared, f_fresh = flicker(shared), flicker(fresh)
-    assert f_shared < f_fresh / 2, (f_shared, f_fresh)       # measured 0.017 vs 0.055 here
+    # measured 0.017 vs 0.055 with the 64x64 pixel-codec release; 0.016 vs 0.024 with the 128x128 latent one, whose
+    # output depends less on the noise
+    assert f_shared < 0.8 * f_fresh, (f_shared, f_fresh)
 
 
 def test_batching_does_not_change_frames_and_source_is_encoded_once(demo, monkeypatch):
@@ -257,7 +260,8 @@ def test_side_by_side_layout():
 
 # ------------------------------------------------------------------------------------------------ CLI
 def test_cli_end_to_end_from_a_keypoint_folder(demo, tmp_path, capsys):
-    _, src, src_kp, drv = demo
+    pipe, src, src_kp, drv = demo
+    S = 2 * pipe.config.image_size                                  # --scale 2
     src.save(tmp_path / "person.png")
     write_keypoints_json(tmp_path / "person.json", src_kp)
     (tmp_path / "poses").mkdir()
@@ -273,8 +277,8 @@ def test_cli_end_to_end_from_a_keypoint_folder(demo, tmp_path, capsys):
     assert "frames/s" in text and "flicker" in text and "retargeted by torso" in text
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert len(frames) == 5 and frames[0].shape == (LABEL_HEIGHT + 128, 3 * 128, 3)   # labels, then the panels
-    assert frames[0][LABEL_HEIGHT:, 256:].mean() > 100   # the generated person on a light background, not black
+    assert len(frames) == 5 and frames[0].shape == (LABEL_HEIGHT + S, 3 * S, 3)       # labels, then the panels
+    assert frames[0][LABEL_HEIGHT:, 2 * S:].mean() > 100   # the generated person on a light background, not black
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -293,14 +297,15 @@ def test_cli_from_a_driving_video(demo, tmp_path, capsys, monkeypatch):
     import rpfm.animate as animate_mod
     from rpfm.video import read_video, write_video
 
-    _, src, src_kp, drv = demo
+    pipe, src, src_kp, drv = demo
+    S = pipe.config.image_size
     src.save(tmp_path / "person.png")
     write_video(tmp_path / "dance.mp4", [np.full((96, 80, 3), 40 * i, np.uint8) for i in range(4)], fps=8)
     calls = []
 
     def fake(image):
         calls.append(image.shape)
-        if image.shape[:2] == (64, 64):                                      # the source photo
+        if image.shape[:2] == (S, S):                                        # the source photo
             return src_kp
         i = round(float(image.mean()) / 40)
         return None if i == 1 else drv[2 * i].resize(image.shape[:2])       # nobody in frame 1
@@ -312,9 +317,9 @@ def test_cli_from_a_driving_video(demo, tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "person found in 3/4 frames" in text and "at 8 fps" in text
-    assert calls == [(96, 80, 3)] * 4 + [(64, 64, 3)]
+    assert calls == [(96, 80, 3)] * 4 + [(S, S, 3)]
     video = read_video(tmp_path / "out.mp4")
-    assert len(video.frames) == 4 and video.size == (64, 64) and video.fps == 8
+    assert len(video.frames) == 4 and video.size == (S, S) and video.fps == 8
 
 
 def test_driving_video_of_a_real_photo_is_tracked_with_blazepose(tmp_path):

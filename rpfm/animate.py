@@ -569,7 +569,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--driving", required=True, help="driving video (.mp4 ...), folder of keypoint files "
                    "(.json OpenPose/plain, .npy, .txt), or a .json list of keypoint dicts")
     p.add_argument("--out", required=True, help="output video: .mp4 (H.264) or .gif")
-    p.add_argument("--model", default=None, help="pipeline folder (default: the shipped demo model, 128x128, trained "
+    p.add_argument("--model", default=None, help="pipeline folder (default: the shipped demo model, trained "
                    "on synthetic people)")
     p.add_argument("--steps", type=positive_int, default=10, help="Euler steps per frame (default: 10)")
     p.add_argument("--guidance", type=float_in(0), default=1.0, help="guidance scale (default: 1.0 = off)")

@@ -4,7 +4,7 @@ For each solver (Euler, Heun at several step counts; dopri5 at two tolerances) o
 same initial noise: SSIM and PSNR against the ground truth, the RMS distance of the final latents to a
 tight-tolerance dopri5 solution (atol = rtol = 1e-6, the ODE's "true" endpoint), NFE, and sampling time.
 
-    python bench/sweep.py --model rpfm/assets/demo-synth64 --data data/synth64 --limit 200 --out bench/sweep
+    python bench/sweep.py --model rpfm/assets/demo-synth128 --data data/synth128 --limit 200 --out bench/sweep
 """
 from __future__ import annotations
 

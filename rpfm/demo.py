@@ -1,9 +1,11 @@
 """The embedded default for ``rpfm demo``: the trained demo model and held-out test pairs shipped with rpfm.
 
-``rpfm/assets/demo-synth64/`` is a pipeline folder (RPFM trained on rpfm's synthetic benchmark at 64 x 64 with the
-weight-free pixel codec; see its ``train_config.json`` and ``metrics.json``) plus ``pairs/``: a few pairs of
-*held-out identities* (never seen in training): source, rendered target pose and ground truth. Rebuild it with
-:func:`build_release` after training (README, "The demo model").
+``rpfm/assets/demo-synth128/`` is a pipeline folder (the paper's model at small scale: RPFM with input
+concatenation and all four condition branches, trained on rpfm's synthetic benchmark at 128 x 128 in the latent
+space of an ``AutoencoderKL`` the project trained, global branches on a frozen ImageNet EfficientNet-Lite0; see its
+``train_config.json`` and ``metrics.json``) plus ``pairs/``: a few pairs of *held-out identities* (never seen in
+training): source, rendered target pose and ground truth. Rebuild it with :func:`build_release` after training
+(README, "What the demo shows").
 
 :func:`demo_config` is NOT the release's architecture: it is a tiny local-branch config with the weight-free pixel
 codec that tests and examples build in code (random init).
@@ -27,7 +29,7 @@ from .codec import PixelCodec
 from .config import RPFMConfig
 from .model import RPFM
 
-ASSET_DIR = Path(__file__).resolve().parent / "assets" / "demo-synth64"
+ASSET_DIR = Path(__file__).resolve().parent / "assets" / "demo-synth128"
 
 # OpenPose COCO-18 limbs (0-based) and colours, enough to draw a recognisable stick figure for the demo.
 _LIMBS = [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),

@@ -204,13 +204,16 @@ def test_static_pose_gives_identical_frames_fresh_noise_does_not(demo):
 
 def test_shared_noise_flickers_less_on_a_slow_motion(demo):
     pipe, src, src_kp, drv = demo
-    poses = retarget(src_kp, drv)
+    # 8 frames over the driver's first seventh: the motion itself changes few pixels per frame, so what fresh noise
+    # adds (a different sample every frame) dominates the flicker; the driver's -1 (missing) points stay -1
+    slow = [Keypoints((1 - w) * drv[0].xy + w * drv[1].xy, drv[0].image_size) for w in np.linspace(0, 1, 8)]
+    poses = retarget(src_kp, slow)
     shared = animate(pipe, src, poses, num_steps=4, batch_size=8, output_type="np")
     fresh = animate(pipe, src, poses, num_steps=4, batch_size=8, output_type="np", shared_noise=False)
     f_shared, f_fresh = flicker(shared), flicker(fresh)
-    # measured 0.017 vs 0.055 with the 64x64 pixel-codec release; 0.016 vs 0.024 with the 128x128 latent one, whose
-    # output depends less on the noise
-    assert f_shared < 0.8 * f_fresh, (f_shared, f_fresh)
+    # measured with the 128x128 release: 0.0064 shared vs 0.0144 fresh (on the driver's full motion the motion
+    # dominates both: 0.019 vs 0.024)
+    assert f_shared < 0.6 * f_fresh, (f_shared, f_fresh)
 
 
 def test_batching_does_not_change_frames_and_source_is_encoded_once(demo, monkeypatch):

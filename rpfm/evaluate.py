@@ -73,13 +73,19 @@ def _load(path: Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- provenance
+# Reports written beside a model (an eval's metrics, a model card): they do not change what the model generates, so
+# copying an eval's metrics.json into the model folder (as build_release's users do) keeps that eval resumable.
+MODEL_REPORTS = frozenset({"metrics.json", "metrics.md", "README.md"})
+
+
 def folder_fingerprint(folder: str | os.PathLike) -> str:
-    """sha256 over every file of a folder (relative paths and contents; hidden files skipped)."""
+    """sha256 over every file of a folder (relative paths and contents), skipping hidden files and the top-level
+    reports in :data:`MODEL_REPORTS`."""
     folder = Path(folder)
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in MODEL_REPORTS:
             continue
         h.update(rel.as_posix().encode() + b"\0")
         h.update(sha256_file(path).encode())

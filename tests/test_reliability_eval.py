@@ -2,6 +2,7 @@
 inputs and weight files before generating, turn a late metric failure into an error entry, clean a killed run's
 temporaries, and never end in a raw traceback."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -67,6 +68,24 @@ def test_resume_with_same_settings_and_smaller_limit(setup, tmp_path):
     assert _eval(setup, out) == 0                                   # --limit 2 after 3: the third image is ignored
     m = json.loads((out / "metrics.json").read_text())
     assert m["pairs"] == 2 and m["generated_now"] == 0 and len(_images(out)) == 3
+
+
+def test_model_fingerprint_ignores_reports_but_not_weights(setup, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(setup / "model", model)
+    before = evaluate.folder_fingerprint(model)
+    (model / "metrics.json").write_text('{"rows": {}}')             # an eval's report copied beside the model
+    (model / "README.md").write_text("# model card")
+    assert evaluate.folder_fingerprint(model) == before
+    (model / "sub").mkdir()
+    (model / "sub" / "metrics.json").write_text("{}")               # only top-level reports are skipped
+    assert evaluate.folder_fingerprint(model) != before
+    shutil.rmtree(model / "sub")
+    weights = next(model.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1                                                   # one bit of the weights
+    weights.write_bytes(bytes(data))
+    assert evaluate.folder_fingerprint(model) != before
 
 
 def test_images_without_a_record_are_not_resumed(setup, tmp_path, capsys):
@@ -144,7 +163,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed(setup, tmp_path):
     mine.write_text("keep")
     with hold_lock(live):
         assert _eval(setup, out) == 0
-    assert not any(p.exists() for p in stale) and live.exists() and mine.exists()
+    assert not [p.name for p in stale if p.exists()] and live.exists() and mine.exists()
 
 
 def test_unknown_torchscript_is_refused_without_loading(setup, tmp_path, monkeypatch, capsys):

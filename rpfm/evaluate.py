@@ -531,11 +531,15 @@ def fid_rows(extractor, candidates: dict[str, np.ndarray], real, frame: tuple[in
 
     values, skipped = {}, {}
     for name, images in candidates.items():
-        if name == MEAN_IMAGE_ROW:
-            skipped[name] = "one image repeated: zero covariance, FID is degenerate"
-            continue
         if len(images) < 2:
             skipped[name] = f"{len(images)} image(s); FID needs at least 2"
+            continue
+        if name == MEAN_IMAGE_ROW:
+            # n copies of one image: their features are one point (covariance exactly 0), so the Fréchet distance is
+            # |mu - mu_real|^2 + tr(sigma_real), which is what the general formula gives for them; computed directly
+            # (one Inception pass, and no matrix square root of a zero product)
+            f = _features(extractor, images[:1], frame).astype(np.float64)[0]
+            values[name] = float(np.sum((f - real.mu) ** 2) + np.trace(real.sigma))
             continue
         stats = FeatureStats.from_features(_features(extractor, images, frame), extractor=extractor.name)
         values[name] = stats.frechet_distance(real, method=method)

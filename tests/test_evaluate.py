@@ -143,9 +143,13 @@ class PoolProject:
 
 def _reference_features(paths, w) -> np.ndarray:
     """The same features computed independently with numpy from the image files (64x64: 16x16 block means)."""
+    return _reference_features_uint8([np.asarray(Image.open(path).convert("RGB")) for path in paths], w)
+
+
+def _reference_features_uint8(images, w) -> np.ndarray:
     feats = []
-    for path in paths:
-        a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0          # (64, 64, 3)
+    for a in images:
+        a = np.asarray(a, dtype=np.float64) / 255.0                                         # (64, 64, 3)
         pooled = a.reshape(4, 16, 4, 16, 3).mean(axis=(1, 3)).transpose(2, 0, 1).reshape(-1)   # (3, 4, 4) order
         feats.append(pooled @ w)
     return np.stack(feats)
@@ -181,8 +185,17 @@ def test_fid_matches_independent_computation(setup, tmp_path, pool_extractor):
     src = _reference_features([setup / "data" / "test_highres" / a for a, _ in test.pairs], w)
     assert m["rows"]["model"]["fid"] == pytest.approx(_reference_fid(gen, real), rel=1e-5)
     assert m["rows"]["baseline: copy source"]["fid"] == pytest.approx(_reference_fid(src, real), rel=1e-5)
-    assert "fid" not in m["rows"]["baseline: mean training image"]
-    assert "degenerate" in m["fid"]["not_computed"]["baseline: mean training image"]
+    # the mean image repeated once per pair: all features one point f, so the Fréchet distance to N(mu, S) is
+    # |f - mu|^2 + tr(S) (scipy's sqrtm of the zero product is not finite, so the closed form)
+    train = PairFolderDataset(setup / "data", "train", image_size=64, augment=False)
+    mean = np.mean([(train[i]["target"].double().numpy() + 1) / 2 for i in range(len(train))], axis=0)  # (3, H, W)
+    mean = mean.transpose(1, 2, 0).astype(np.float32)                                   # (H, W, 3) float32
+    mean_u8 = np.round(np.clip(mean, 0, 1) * 255).astype(np.uint8)     # FID reads uint8 (no --metric-size: no floor)
+    f = _reference_features_uint8([mean_u8], w)[0]
+    expected = np.sum((f - real.mean(0)) ** 2) + np.trace(np.cov(real, rowvar=False))
+    mean_fid = m["rows"]["baseline: mean training image"]["fid"]
+    assert mean_fid == pytest.approx(expected, rel=1e-5)
+    assert not m["fid"]["not_computed"]
     md = (out / "metrics.md").read_text()
     assert "| FID |" in md and f"{len(test)} generated images vs {len(real_files)} real images" in md
     # the test split as the real set
@@ -198,11 +211,11 @@ def test_fid_real_stats_cache(setup, tmp_path, pool_extractor, capsys):
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
     first = json.loads((out / "metrics.json").read_text())
     assert cache.is_file() and first["fid"]["real_stats"].startswith("computed")
-    assert pool_extractor.seen == n_real + 2 * 4                          # real set + outputs + sources
+    assert pool_extractor.seen == n_real + 2 * 4 + 1                      # real set + outputs + sources + mean image
     pool_extractor.seen = 0
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
     second = json.loads((out / "metrics.json").read_text())
-    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 2 * 4   # not recomputed
+    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 2 * 4 + 1   # not recomputed
     assert second["rows"]["model"]["fid"] == first["rows"]["model"]["fid"]
     # another split, another extractor: the cache does not match, so it is recomputed (and the reason is given)
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache), "--fid-real", "test") == 0

@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-import functools
 import math
 import threading
 
@@ -82,7 +81,6 @@ below the size where a fresh allocation page-faults: one (1024, 1024) temporary 
 of 2.9 ms at one thread here)."""
 
 
-@functools.cache
 def gelu_tanh_(y: Tensor, bias: Tensor | None = None) -> Tensor:
     """tanh-GELU of ``y + bias`` in place on ``y`` (no autograd): v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3),
     v = y + bias; equals ``F.gelu(y + bias, approximate="tanh")`` up to float rounding (a few ulp). ``bias``: (N,)

@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -28,13 +29,8 @@
 
 #include "checks.h"
 #include "cpu_fused.h"
+#include "cpu_simd.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define RPFM_X86_DISPATCH 1
-#define RPFM_AVX2 __attribute__((target("avx2,fma")))
-#include <immintrin.h>
-#endif
-#define RPFM_INLINE inline __attribute__((always_inline))
 
 namespace rpfm {
 namespace {
@@ -113,31 +109,6 @@ RPFM_INLINE void gated_adaln_rows(const float* x, const float* y, const float* b
   }
 }
 
-// exp(v), v clamped to [-87, 88] (Cephes' expf: v = n ln2 + r, |r| <= ln2 / 2, degree-6 polynomial in r, times
-// 2^n built from the exponent bits). No libm call, no floor() and no std::min (GCC does not inline a default-target
-// function into the Haswell clone), so the loop below vectorises; the file is built with -fno-trapping-math, which
-// lets GCC turn the clamps into vector selects.
-RPFM_INLINE float exp_poly(float v) {
-  v = v < -87.f ? -87.f : v;
-  v = v > 88.f ? 88.f : v;
-  constexpr float kRound = 12582912.f;                       // 1.5 * 2^23: adding it rounds to an integer
-  const float fn = (v * 1.44269504088896341f + kRound) - kRound;  // n = round(v / ln 2)
-  float r = v - fn * 0.693359375f;
-  r = r + fn * 2.12194440e-4f;
-  const float r2 = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r2 + r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(fn) + 127) << 23;
-  float two_n;
-  std::memcpy(&two_n, &bits, sizeof(two_n));
-  return p * two_n;
-}
-
 // x[0:n] (+ bias[0:n] first when kBias) through the GELU, in place.
 template <bool kBias>
 RPFM_INLINE void gelu_tanh_range(float* x, const float* bias, int64_t n) {
@@ -159,33 +130,14 @@ template <bool kBias>
 RPFM_AVX2 void gelu_tanh_range_avx2(float* x, const float* bias, int64_t n) {
   const __m256 neg_k2 = _mm256_set1_ps(-1.5957691216057308f);  // -2 sqrt(2 / pi): z = -2u
   const __m256 c = _mm256_set1_ps(0.044715f);
-  const __m256 lo = _mm256_set1_ps(-87.f), hi = _mm256_set1_ps(88.f);
-  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f), round = _mm256_set1_ps(12582912.f);
-  const __m256 ln2_hi = _mm256_set1_ps(0.693359375f), ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
-  const __m256 p0 = _mm256_set1_ps(1.9875691500e-4f), p1 = _mm256_set1_ps(1.3981999507e-3f),
-               p2 = _mm256_set1_ps(8.3334519073e-3f), p3 = _mm256_set1_ps(4.1665795894e-2f),
-               p4 = _mm256_set1_ps(1.6666665459e-1f), p5 = _mm256_set1_ps(5.0000001201e-1f);
   const __m256 one = _mm256_set1_ps(1.f), two = _mm256_set1_ps(2.f);
-  const __m256i exp_bias = _mm256_set1_epi32(127);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 v = _mm256_loadu_ps(x + i);
     if constexpr (kBias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
     const __m256 v2 = _mm256_mul_ps(v, v);
     __m256 z = _mm256_mul_ps(neg_k2, _mm256_fmadd_ps(_mm256_mul_ps(c, v2), v, v));   // -2u
-    z = _mm256_min_ps(_mm256_max_ps(z, lo), hi);
-    const __m256 fn = _mm256_sub_ps(_mm256_fmadd_ps(z, log2e, round), round);      // n = round(z / ln 2)
-    __m256 r = _mm256_fnmadd_ps(fn, ln2_hi, z);
-    r = _mm256_fnmadd_ps(fn, ln2_lo, r);
-    const __m256 r2 = _mm256_mul_ps(r, r);
-    __m256 p = _mm256_fmadd_ps(p0, r, p1);
-    p = _mm256_fmadd_ps(p, r, p2);
-    p = _mm256_fmadd_ps(p, r, p3);
-    p = _mm256_fmadd_ps(p, r, p4);
-    p = _mm256_fmadd_ps(p, r, p5);
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), one);
-    const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fn), exp_bias), 23));
-    const __m256 d = _mm256_fmadd_ps(p, two_n, one);                                // 1 + exp(-2u)
+    const __m256 d = _mm256_add_ps(exp_avx2(z), one);                                // 1 + exp(-2u)
     __m256 inv = _mm256_rcp_ps(d);
     inv = _mm256_mul_ps(inv, _mm256_fnmadd_ps(d, inv, two));                       // Newton: inv (2 - d inv)
     _mm256_storeu_ps(x + i, _mm256_mul_ps(v, inv));
@@ -204,18 +156,25 @@ RPFM_AVX2 void gated_adaln_rows_avx2(const float* x, const float* y, const float
   gated_adaln_rows(x, y, bias, gate, shift, scale, x_out, u, D, T, eps, begin, end);
 }
 
-// RPFM_CPU_KERNELS=generic forces the generic copy (the tests compare both; read once, at the first call).
+#endif
+
+}  // namespace
+
+// Declared in cpu_simd.h; RPFM_CPU_KERNELS=generic forces the generic copy.
 bool use_avx2() {
+#ifdef RPFM_X86_DISPATCH
   static const bool yes = [] {
     const char* force = std::getenv("RPFM_CPU_KERNELS");
     if (force != nullptr && std::string(force) == "generic") return false;
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
   return yes;
-}
 #else
-bool use_avx2() { return false; }
+  return false;
 #endif
+}
+
+namespace {
 
 // ------------------------------------------------------------------------------------------------ checks
 
@@ -248,6 +207,17 @@ int64_t row_grain(int64_t D) { return std::max<int64_t>(1, (1 << 14) / std::max<
 }  // namespace
 
 std::string cpu_fused_isa() { return use_avx2() ? "avx2+fma" : "generic"; }
+
+int64_t cpu_parallel_threads() {
+  std::atomic<int64_t> most{0};
+  at::parallel_for(0, 1 << 12, 1, [&](int64_t, int64_t) {
+    const int64_t n = at::get_thread_num() + 1;
+    int64_t seen = most.load();
+    while (n > seen && !most.compare_exchange_weak(seen, n)) {
+    }
+  });
+  return most.load();
+}
 
 // ------------------------------------------------------------------------------------------------ the ops
 

@@ -16,6 +16,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <string>
 #include <optional>
 #include <tuple>
@@ -33,5 +34,9 @@ void gelu_tanh_cpu_(at::Tensor& x, const std::optional<at::Tensor>& bias);
 
 // Which copy of the kernels this CPU runs: "avx2+fma" or "generic" (reported by build_info()["cpu_kernels"]).
 std::string cpu_fused_isa();
+
+// How many threads at::parallel_for gave this extension's kernels just now (with torch.get_num_threads() > 1 it
+// must be more than 1: built without OpenMP, torch's header-inline parallel_for runs everything on one thread).
+int64_t cpu_parallel_threads();
 
 }  // namespace rpfm

@@ -94,6 +94,8 @@ PYBIND11_MODULE(_C, m) {
     }
   });
 
+  m.def("cpu_parallel_threads", &rpfm::cpu_parallel_threads,
+        "Threads at::parallel_for used for this extension's CPU kernels in one trial (1 = serial build).");
   m.def("build_info", &build_info,
         "dict(torch_version, cuda, cuda_version, archs, compiler, capture_mode, state_dtype) describing how this "
         "extension was built");

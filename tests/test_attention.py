@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from rpfm import ops
+from rpfm import _ext, ops
 from rpfm.ops import registry
 from rpfm.ops.reference import attention_ref
 from rpfm.testing import assert_close_to_ref
@@ -18,6 +18,7 @@ def _available(device: str, dtype) -> list[str]:
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+CPU_AUTO_ATTENTION = "cpp" if _ext.cpu_fused_ops()[0] else "sdpa"    # rpfm._C's CPU kernel, else SDPA
 DTYPES = [torch.float32] + ([torch.float16, torch.bfloat16] if DEVICE == "cuda" else [])
 
 
@@ -89,4 +90,4 @@ def test_pipeline_and_model_explicit_backends(tiny_model):
     with pytest.raises(ValueError, match="unknown ops"):
         tiny_model.set_backends(attn="math")
     tiny_model.set_backends()
-    assert tiny_model.opset(inp["x"].device, inp["x"].dtype).names["attention"] == "sdpa"
+    assert tiny_model.opset(inp["x"].device, inp["x"].dtype).names["attention"] == CPU_AUTO_ATTENTION

@@ -4,7 +4,8 @@
 - ``cpu`` (CPU, float32, ``linear_gelu_tanh``; the default there): ATen's matmul (MKL) and then the tanh-GELU in
   place in one pass (:func:`gelu_tanh_`: the C++ kernel of ``rpfm._C``, else PyTorch ops in cache-sized chunks)
   instead of ATen's GELU, whose tanh is the slow part on CPU (on an AVX2 EPYC, per (1024, 768) fc1 output: ATen's
-  GELU 1.9 ms at 2 threads, the chunked sigmoid form 1.2 ms, the C++ pass 0.65 ms). ``linear`` itself stays ATen's
+  GELU 1.9 ms at 2 threads, the chunked sigmoid form 1.2 ms, the C++ pass 0.65 ms on one thread and 0.40 ms on
+  two: it ran on one until rpfm._C linked OpenMP). ``linear`` itself stays ATen's
   on CPU: measured on the demo model (D = 192, 2 threads), MKL's ``addmm`` beat oneDNN's reordered-weight linear by
   6-13 % over the whole sampler (paired, interleaved runs), bias copy included.
 - ``onednn`` (CPU, float32; explicit only: ``RPFM_LINEAR_BACKEND=onednn``): oneDNN's linear on a weight reordered

@@ -464,15 +464,29 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
 
 def _features(extractor, images, frame: tuple[int, int]) -> np.ndarray:
     """Extract FID features of (N, H, W, 3) float images in [0, 1] (or a list of uint8 arrays) in the metric frame,
-    batch by batch: (N, dim) float64."""
+    batch by batch: (N, dim) float64.
+
+    Identical images are extracted once and their features repeated (exact: the network is deterministic). The
+    copy-source row repeats each source photo once per target pose (960 distinct of 4,800 on the 128 benchmark), so
+    this cuts its Inception time ~5x."""
     from .metrics import to_metric_frame
 
+    first: dict[bytes, int] = {}
+    index = np.empty(len(images), dtype=np.int64)                     # image i -> row of the unique features
+    unique = []
+    for i, im in enumerate(images):
+        u8 = _as_uint8(im)
+        key = hashlib.sha1(np.ascontiguousarray(u8).tobytes() + repr(u8.shape).encode()).digest()
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(u8)
+        index[i] = first[key]
     out = []
-    for start in range(0, len(images), FID_BATCH):
+    for start in range(0, len(unique), FID_BATCH):
         # k/255 floats back to exact uint8 first: the metric frame truncates, and 255 * (k / 255) may be k - 1e-5
-        chunk = [to_metric_frame(_as_uint8(im), frame) for im in images[start:start + FID_BATCH]]
+        chunk = [to_metric_frame(u8, frame) for u8 in unique[start:start + FID_BATCH]]
         out.append(extractor.extract(torch.cat(chunk)).double().numpy())
-    return np.concatenate(out)
+    return np.concatenate(out)[index]
 
 
 def real_fid_stats(extractor, dataset, frame: tuple[int, int], *, cache: str | os.PathLike | None = None):

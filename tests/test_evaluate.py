@@ -205,17 +205,30 @@ def test_fid_matches_independent_computation(setup, tmp_path, pool_extractor):
     assert m2["rows"]["model"]["fid"] == pytest.approx(_reference_fid(gen, real_test), rel=1e-5)
 
 
+def test_identical_images_are_extracted_once():
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3))
+    c_float = c.astype(np.float32) / 255                      # the same picture as floats: one extraction
+    images = [a, b, a, c, a, c_float, b]
+    ext = PoolProject()
+    got = evaluate._features(ext, images, (64, 64))
+    assert ext.seen == 3
+    want = _reference_features_uint8([a, b, a, c, a, c, b], ext.w.numpy())
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_fid_real_stats_cache(setup, tmp_path, pool_extractor, capsys):
     out, cache = tmp_path / "run", tmp_path / "cache" / "real.npz"
     n_real = len(list((setup / "data" / "train_highres").glob("*.png")))
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
     first = json.loads((out / "metrics.json").read_text())
     assert cache.is_file() and first["fid"]["real_stats"].startswith("computed")
-    assert pool_extractor.seen == n_real + 2 * 4 + 1                      # real set + outputs + sources + mean image
+    n_src = len({a for a, _ in PairFolderDataset(setup / "data", "test", image_size=64).pairs[:4]})
+    assert pool_extractor.seen == n_real + 4 + n_src + 1      # real set + outputs + distinct sources + mean image
     pool_extractor.seen = 0
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
     second = json.loads((out / "metrics.json").read_text())
-    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 2 * 4 + 1   # not recomputed
+    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 4 + n_src + 1  # not recomputed
     assert second["rows"]["model"]["fid"] == first["rows"]["model"]["fid"]
     # another split, another extractor: the cache does not match, so it is recomputed (and the reason is given)
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache), "--fid-real", "test") == 0

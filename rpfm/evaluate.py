@@ -37,6 +37,7 @@ import io
 import os
 import sys
 import time
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,7 +53,8 @@ RECORD_NAME = "generation.json"
 PAIR_SEED_STRIDE = 1_000_003          # pair i of a run with --seed s draws its noise from seed s * stride + i
 SEED_MAX = 2**64 - 1
 RECORD_FORMAT = "rpfm-eval-generation"
-REPORT_FILES = ("metrics.json", "metrics.md", "grid.png", RECORD_NAME)
+FEATURES_NAME = "fid_features.npz"    # FID features of every scored image, by content hash: a re-run re-extracts none
+REPORT_FILES = ("metrics.json", "metrics.md", "grid.png", RECORD_NAME, FEATURES_NAME)
 # Late failures of one metric (unreadable image, bad cache, numerical trouble) that become an error entry.
 METRIC_ERRORS = (ValueError, OSError, RuntimeError)
 
@@ -341,9 +343,17 @@ def compute_metrics(dataset, out_dir: Path, *, mean_image: np.ndarray | None = N
         frame = tuple(result["metric_size"])
         real_set = fid_real_dataset if fid_real_dataset is not None else dataset
         fid_sets = {**candidates, GROUND_TRUTH_ROW: tgt} if reference else candidates
+        feature_file = out_dir / FEATURES_NAME
+        features = load_feature_cache(feature_file, fid_extractor.name, frame)
+        known = len(features)
+        if known:
+            _log(f"FID features of {known} images read from '{feature_file}' (identical images are not extracted "
+                 "again)")
         try:
             real, how = real_fid_stats(fid_extractor, real_set, frame, cache=fid_stats)
-            values, skipped = fid_rows(fid_extractor, fid_sets, real, frame, method=fid_method)
+            values, skipped = fid_rows(fid_extractor, fid_sets, real, frame, method=fid_method, cache=features)
+            if len(features) > known:
+                save_feature_cache(feature_file, features, fid_extractor.name, frame)
         except METRIC_ERRORS as err:
             result["fid"] = {"error": f"{err}"}
         else:
@@ -530,6 +540,41 @@ def _features(extractor, images, frame: tuple[int, int], cache: dict[bytes, np.n
     return np.stack([cache[key] for key in keys])
 
 
+def load_feature_cache(path: Path, extractor: str, frame: tuple[int, int]) -> dict[bytes, np.ndarray]:
+    """FID features saved by :func:`save_feature_cache` (image sha1 -> (dim,) float64), or {} when the file is absent,
+    unreadable, or was made with another extractor or frame (then the features are extracted again, and said so)."""
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, "rb") as fh:                            # our handle: numpy leaks its own on a bad zip
+            with np.load(fh, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("keys", "features", "extractor", "frame")}
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        _log(f"FID feature cache '{path}' is unreadable ({err}); extracting the features again")
+        return {}
+    keys, feats = arrays["keys"], arrays["features"]
+    if keys.ndim != 2 or keys.shape[1] != 20 or keys.dtype != np.uint8 or feats.ndim != 2 or len(feats) != len(keys):
+        _log(f"FID feature cache '{path}' has keys {keys.shape} and features {feats.shape}; extracting again")
+        return {}
+    if str(arrays["extractor"]) != extractor or tuple(arrays["frame"].tolist()) != tuple(frame):
+        _log(f"FID feature cache '{path}' was made with {str(arrays['extractor'])!r} in a "
+             f"{tuple(arrays['frame'].tolist())} frame, not {extractor!r} in {tuple(frame)}; extracting again")
+        return {}
+    return {k.tobytes(): f for k, f in zip(keys, feats.astype(np.float64))}
+
+
+def save_feature_cache(path: Path, cache: dict[bytes, np.ndarray], extractor: str, frame: tuple[int, int]) -> None:
+    """Write ``cache`` (see :func:`_features`) atomically, without pickles; float32 when that loses nothing (the
+    extractors compute in float32)."""
+    keys = np.frombuffer(b"".join(cache), dtype=np.uint8).reshape(len(cache), 20)
+    feats = np.stack(list(cache.values()))
+    if np.array_equal(feats.astype(np.float32).astype(feats.dtype), feats):
+        feats = feats.astype(np.float32)
+    buf = io.BytesIO()
+    np.savez(buf, keys=keys, features=feats, extractor=np.str_(extractor), frame=np.asarray(frame, dtype=np.int64))
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def real_fid_stats(extractor, dataset, frame: tuple[int, int], *, cache: str | os.PathLike | None = None):
     """Statistics of the real set (see :func:`_real_names`) in ``frame``; returns (FeatureStats, how) where
     ``how`` says whether they were computed, read from ``cache``, or recomputed and why.
@@ -576,7 +621,7 @@ def real_fid_stats(extractor, dataset, frame: tuple[int, int], *, cache: str | o
 
 
 def fid_rows(extractor, candidates: dict[str, np.ndarray], real, frame: tuple[int, int], *,
-             method: str = "eigh") -> tuple[dict, dict]:
+             method: str = "eigh", cache: dict[bytes, np.ndarray] | None = None) -> tuple[dict, dict]:
     """FID of each candidate image set (N, H, W, 3) against the real statistics: ({row: fid}, {row: why not}).
 
     ``method``: the matrix square root route of :func:`rpfm.metrics.frechet_distance` ("eigh": exact, numpy, about
@@ -584,7 +629,8 @@ def fid_rows(extractor, candidates: dict[str, np.ndarray], real, frame: tuple[in
     """
     from .metrics import FeatureStats
 
-    values, skipped, cache = {}, {}, {}
+    values, skipped = {}, {}
+    cache = {} if cache is None else cache
     for name, images in candidates.items():
         if len(images) < 2:
             skipped[name] = f"{len(images)} image(s); FID needs at least 2"

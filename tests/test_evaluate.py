@@ -236,19 +236,50 @@ def test_fid_real_stats_cache(setup, tmp_path, pool_extractor, capsys):
     pool_extractor.seen = 0
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache)) == 0
     second = json.loads((out / "metrics.json").read_text())
-    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 4 + n_test + 1  # not recomputed
+    # neither the real set nor the scored images are extracted again (their features are in --out/fid_features.npz)
+    assert second["fid"]["real_stats"].startswith("cached") and pool_extractor.seen == 0
     assert second["rows"]["model"]["fid"] == first["rows"]["model"]["fid"]
+    assert second["rows"]["reference: ground truth"]["fid"] == first["rows"]["reference: ground truth"]["fid"]
     # another split, another extractor: the cache does not match, so it is recomputed (and the reason is given)
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache), "--fid-real", "test") == 0
     third = json.loads((out / "metrics.json").read_text())
     assert third["fid"]["real_stats"].startswith("recomputed") and "split: cache 'train', now 'test'" in \
         third["fid"]["real_stats"]
     assert "does not match" in capsys.readouterr().err
+    n_real_test = len(list((setup / "data" / "test_highres").glob("*.png")))
+    assert pool_extractor.seen == n_real_test                    # only the new real set
+    pool_extractor.seen = 0
     pool_extractor.name = "another-network"
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(cache), "--fid-real", "test") == 0
+    assert pool_extractor.seen == n_real_test + 4 + n_test + 1   # another extractor: the saved features are not used
     assert "extractor: cache 'test-pool-project'" in json.loads((out / "metrics.json").read_text())["fid"]["real_stats"]
     assert _run(setup, out, "--limit", "4", "--fid-stats", str(tmp_path / "real.pkl")) == 2
     assert ".npz" in capsys.readouterr().err
+
+
+def test_saved_fid_features_are_exact_and_checked(setup, tmp_path, pool_extractor, capsys):
+    """A re-run reads the features of already scored images from --out/fid_features.npz and gets the same FIDs;
+    a corrupt file, or one of another frame, is ignored with a message and replaced."""
+    out = tmp_path / "run"
+    assert _run(setup, out, "--limit", "3", "--fid", "auto") == 0
+    first = json.loads((out / "metrics.json").read_text())
+    saved = out / evaluate.FEATURES_NAME
+    with np.load(saved) as z:
+        assert z["features"].dtype == np.float32 and len(z["keys"]) == len(z["features"]) > 3
+    pool_extractor.seen = 0
+    assert _run(setup, out, "--limit", "3", "--fid", "auto") == 0
+    assert pool_extractor.seen == len(list((setup / "data" / "train_highres").glob("*.png")))   # the real set only
+    again = json.loads((out / "metrics.json").read_text())
+    assert {k: r.get("fid") for k, r in again["rows"].items()} == {k: r.get("fid") for k, r in first["rows"].items()}
+    capsys.readouterr()
+    saved.write_bytes(saved.read_bytes()[:100])                                        # truncated
+    assert _run(setup, out, "--limit", "3", "--fid", "auto") == 0
+    assert "is unreadable" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["rows"]["model"]["fid"] == first["rows"]["model"]["fid"]
+    assert _run(setup, out, "--limit", "3", "--fid", "auto", "--metric-size", "56x56") == 0
+    err = capsys.readouterr().err
+    assert "(64, 64) frame, not 'test-pool-project' in (56, 56)" in err
+    assert evaluate.load_feature_cache(saved, pool_extractor.name, (64, 64)) == {}     # now the 56x56 features
 
 
 def test_missing_fid_weights_stop_the_run_before_generating(setup, tmp_path, monkeypatch, capsys):

@@ -549,16 +549,17 @@ def load_feature_cache(path: Path, extractor: str, frame: tuple[int, int]) -> di
         with open(path, "rb") as fh:                            # our handle: numpy leaks its own on a bad zip
             with np.load(fh, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ("keys", "features", "extractor", "frame")}
+        keys, feats, made_with = arrays["keys"], arrays["features"], str(arrays["extractor"])
+        made_in = tuple(int(v) for v in arrays["frame"].reshape(-1))
+        if keys.ndim != 2 or keys.shape[1] != 20 or keys.dtype != np.uint8 or feats.ndim != 2 \
+                or len(feats) != len(keys):
+            raise ValueError(f"keys {keys.shape} {keys.dtype} and features {feats.shape} do not match")
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as err:
         _log(f"FID feature cache '{path}' is unreadable ({err}); extracting the features again")
         return {}
-    keys, feats = arrays["keys"], arrays["features"]
-    if keys.ndim != 2 or keys.shape[1] != 20 or keys.dtype != np.uint8 or feats.ndim != 2 or len(feats) != len(keys):
-        _log(f"FID feature cache '{path}' has keys {keys.shape} and features {feats.shape}; extracting again")
-        return {}
-    if str(arrays["extractor"]) != extractor or tuple(arrays["frame"].tolist()) != tuple(frame):
-        _log(f"FID feature cache '{path}' was made with {str(arrays['extractor'])!r} in a "
-             f"{tuple(arrays['frame'].tolist())} frame, not {extractor!r} in {tuple(frame)}; extracting again")
+    if made_with != extractor or made_in != tuple(frame):
+        _log(f"FID feature cache '{path}' was made with {made_with!r} in a {made_in} frame, not {extractor!r} in "
+             f"{tuple(frame)}; extracting again")
         return {}
     return {k.tobytes(): f for k, f in zip(keys, feats.astype(np.float64))}
 
@@ -767,10 +768,13 @@ def run_eval(args: argparse.Namespace) -> dict:
             dist.barrier()                                   # every rank's images are on disk past this point
             if rank != 0:
                 return {}
-        codec_images = None if args.no_reference else codec_reconstructions(pipe, test, indices,
-                                                                            batch_size=args.batch_size)
+        errors, mean, train, codec_images = {}, None, None, None
+        if not args.no_reference:
+            try:
+                codec_images = codec_reconstructions(pipe, test, indices, batch_size=args.batch_size)
+            except METRIC_ERRORS as e:                       # e.g. out of memory: the other rows still run
+                errors[CODEC_ROW] = str(e)
         del pipe
-        errors, mean, train = {}, None, None
         try:
             train = _open_split(args, "train", size)
             mean = mean_training_image(train)

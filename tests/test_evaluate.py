@@ -339,6 +339,32 @@ def test_codec_reference_row_is_the_targets_through_the_codec(setup, tmp_path, p
         compute_metrics(test, out, limit=6, codec_images=rec[:5])
 
 
+def test_malformed_feature_files_are_ignored(tmp_path, capsys):
+    path = tmp_path / "f.npz"
+    good = {"keys": np.zeros((2, 20), np.uint8), "features": np.ones((2, 4), np.float32),
+            "extractor": np.str_("x"), "frame": np.array([64, 64])}
+    np.savez(path, **good)
+    assert len(evaluate.load_feature_cache(path, "x", (64, 64))) == 1          # two equal keys: one entry
+    for bad in ({"features": np.ones((3, 4), np.float32)}, {"keys": np.zeros((2, 8), np.uint8)},
+                {"frame": np.array("64x64")}, {"extractor": np.array([object()], dtype=object)}):
+        np.savez(path, **{**good, **bad})
+        assert evaluate.load_feature_cache(path, "x", (64, 64)) == {}
+        assert "is unreadable" in capsys.readouterr().err
+
+
+def test_failed_codec_reference_is_an_error_entry(setup, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(evaluate, "codec_reconstructions", fail)
+    out = tmp_path / "run"
+    assert _run(setup, out, "--limit", "2") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "reference: codec reconstruction" not in m["rows"] and "ssim" in m["rows"]["model"]
+    assert "simulated" in m["errors"]["reference: codec reconstruction"]
+    assert "reference: codec reconstruction not computed: CUDA out of memory" in (out / "metrics.md").read_text()
+
+
 def test_output_names_keep_pidm_paths_apart():
     # PIDM pair paths repeat file stems across identities; two different pairs must never share an output file
     a = ("img/WOMEN/Dresses/id_00000002/02_1_front.jpg", "img/WOMEN/Dresses/id_00000002/02_2_side.jpg")

@@ -37,7 +37,6 @@ import io
 import os
 import sys
 import time
-import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -545,16 +544,16 @@ def load_feature_cache(path: Path, extractor: str, frame: tuple[int, int]) -> di
     unreadable, or was made with another extractor or frame (then the features are extracted again, and said so)."""
     if not path.is_file():
         return {}
+    from .metrics.fid import read_npz
+
     try:
-        with open(path, "rb") as fh:                            # our handle: numpy leaks its own on a bad zip
-            with np.load(fh, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("keys", "features", "extractor", "frame")}
+        arrays = read_npz(path)
         keys, feats, made_with = arrays["keys"], arrays["features"], str(arrays["extractor"])
         made_in = tuple(int(v) for v in arrays["frame"].reshape(-1))
         if keys.ndim != 2 or keys.shape[1] != 20 or keys.dtype != np.uint8 or feats.ndim != 2 \
                 or len(feats) != len(keys):
             raise ValueError(f"keys {keys.shape} {keys.dtype} and features {feats.shape} do not match")
-    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as err:
+    except (ValueError, KeyError, TypeError) as err:
         _log(f"FID feature cache '{path}' is unreadable ({err}); extracting the features again")
         return {}
     if made_with != extractor or made_in != tuple(frame):

@@ -120,6 +120,21 @@ def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- stats
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read with ``allow_pickle=False`` (object arrays are refused: a file can never
+    run code). Any unreadable file -- truncated, pickled, a single ``.npy`` array, not numpy -- raises ValueError
+    with the reason."""
+    try:
+        with open(path, "rb") as fh:                            # our handle: numpy leaks its own on a bad zip
+            z = np.load(fh, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not named arrays")
+            with z:
+                return {k: z[k] for k in z.files}               # reads everything now, while the file is open
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(str(err)) from err
+
+
 @dataclass(frozen=True)
 class FeatureStats:
     """Gaussian statistics of a feature set: mean (D,), covariance (D, D) (float64, ``np.cov`` with N-1), count.
@@ -182,13 +197,8 @@ class FeatureStats:
             raise FileNotFoundError(f"stats: no file at '{path}'. Compute the real-set statistics first "
                                     "(FeatureStats.from_features(...).save(path)).")
         try:
-            with open(path, "rb") as fh:                        # our handle: numpy leaks its own on a bad zip
-                z = np.load(fh, allow_pickle=False)
-                if not isinstance(z, np.lib.npyio.NpzFile):
-                    raise ValueError("it holds a single array, not FeatureStats")
-                with z:
-                    arrays = {k: z[k] for k in z.files}           # reads everything; object arrays are refused
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:   # truncated, pickled, not numpy
+            arrays = read_npz(path)
+        except ValueError as err:
             raise ValueError(f"stats: '{path}' is not a readable .npz file ({err}). Recompute it.") from err
         missing = {"mu", "sigma", "n"} - set(arrays)
         if missing:
